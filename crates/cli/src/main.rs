@@ -1,0 +1,160 @@
+//! The `evald` binary: thin command-line front of the evald crates.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use evald_sandbox::{FileSpec, Limits, RunSpec, Sandbox, SandboxConfig, Status, Stdin};
+
+#[derive(Parser)]
+#[command(name = "evald", version, about = "Run untrusted code in a hardened Linux sandbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a program locally in the sandbox (needs root)
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Directory for the sandbox's own mount points
+    #[arg(long, env = "EVALD_STATE_DIR", default_value = "/run/evald")]
+    state_dir: PathBuf,
+    /// First user id of the box users (one per concurrent box)
+    #[arg(long, env = "EVALD_UID_BASE", default_value_t = 61000)]
+    uid_base: u32,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Source files; the first is the main file
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Interpreter to run the main file with, as a path inside the box
+    /// (e.g. /usr/bin/python3); without it the main file is executed itself
+    #[arg(long, short)]
+    language: Option<String>,
+    /// Standard input: a file, or - for this process's stdin
+    #[arg(long)]
+    stdin: Option<PathBuf>,
+    /// Print the full outcome as JSON instead of the program's output
+    #[arg(long)]
+    json: bool,
+    /// Wall-clock limit in milliseconds
+    #[arg(long, default_value_t = 10_000)]
+    wall_ms: u64,
+    /// CPU time limit in milliseconds
+    #[arg(long, default_value_t = 5_000)]
+    cpu_ms: u64,
+    /// Memory limit in bytes
+    #[arg(long, default_value_t = 256 << 20)]
+    memory: u64,
+    /// Process and thread limit
+    #[arg(long, default_value_t = 64)]
+    processes: u32,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    /// Arguments passed to the program
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("EVALD_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("evald: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut files = Vec::new();
+    for path in &args.files {
+        let content = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} has no usable file name", path.display()))?
+            .to_owned();
+        files.push(FileSpec { path: name, content, executable: args.language.is_none() });
+    }
+    let main = format!("{}/{}", evald_sandbox::WORKSPACE_DIR, files[0].path);
+    let (program, mut argv) = match &args.language {
+        Some(interpreter) => (interpreter.clone(), vec![main]),
+        None => (main, vec![]),
+    };
+    argv.extend(args.args.iter().cloned());
+    let stdin = match &args.stdin {
+        None => Stdin::Null,
+        Some(p) if p.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+            Stdin::Bytes(buf)
+        }
+        Some(p) => Stdin::Bytes(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+    };
+    let mut spec = RunSpec::new(program, argv);
+    spec.files = files;
+    spec.stdin = stdin;
+    spec.limits = Limits {
+        wall_time: Duration::from_millis(args.wall_ms),
+        cpu_time: Duration::from_millis(args.cpu_ms),
+        memory_bytes: args.memory,
+        processes: args.processes,
+        ..Limits::default()
+    };
+    spec.validate()?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        instance: format!("run-{}", std::process::id()),
+        state_dir: args.sandbox.state_dir.join(format!("run-{}", std::process::id())),
+        uid_base: args.sandbox.uid_base,
+        slots: 1,
+        ..SandboxConfig::default()
+    })
+    .context("starting the sandbox")?;
+    let outcome = sandbox.run(&spec)?;
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(args.sandbox.state_dir.join(format!("run-{}", std::process::id())));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        std::io::stdout().write_all(&outcome.stdout)?;
+        std::io::stderr().write_all(&outcome.stderr)?;
+    }
+    let code = match (outcome.status, outcome.exit_code, outcome.signal) {
+        (Status::InternalError, _, _) => {
+            bail!("internal error: {}", outcome.error.unwrap_or_default())
+        }
+        (Status::Ok | Status::RuntimeError, Some(code), _) => code,
+        (status, _, signal) => {
+            if !args.json {
+                eprintln!("evald: {}", status.as_str());
+            }
+            128 + signal.unwrap_or(libc_sigkill())
+        }
+    };
+    Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)))
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}

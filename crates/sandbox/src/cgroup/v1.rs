@@ -1,0 +1,40 @@
+//! cgroup v1 files of a box: `memory.*` in the memory hierarchy and
+//! `cpuacct.usage` in the cpuacct hierarchy. `memory.use_hierarchy` is
+//! inherited from the parent and not touched.
+
+use std::path::Path;
+
+use tracing::debug;
+
+use super::{read_keyed, read_u64, CgroupError, Fs};
+
+/// Sets the memory limit and, where the kernel accounts swap
+/// (`memory.memsw.*` exists), the memory+swap limit to the same value, so the
+/// box cannot swap. The memory limit goes first: memsw may never be below it.
+pub(super) fn set_memory(fs: &Fs, dir: &Path, bytes: u64) -> Result<(), CgroupError> {
+    let value = bytes.to_string();
+    fs.write(&dir.join("memory.limit_in_bytes"), &value)?;
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        fs.write(&memsw, &value)?;
+    }
+    // Best effort: not writable on every kernel, and only a preference.
+    let swappiness = dir.join("memory.swappiness");
+    if let Err(e) = fs.write(&swappiness, "0") {
+        debug!(error = %e, "memory.swappiness not set");
+    }
+    Ok(())
+}
+
+pub(super) fn cpu_ns(dir: &Path) -> Result<u64, CgroupError> {
+    read_u64(&dir.join("cpuacct.usage"))
+}
+
+pub(super) fn memory_peak(dir: &Path) -> Result<u64, CgroupError> {
+    read_u64(&dir.join("memory.max_usage_in_bytes"))
+}
+
+/// `oom_kill N` in `memory.oom_control` (kernel 4.13 and later).
+pub(super) fn oom_killed(dir: &Path) -> Result<bool, CgroupError> {
+    Ok(read_keyed(&dir.join("memory.oom_control"), "oom_kill")? > 0)
+}

@@ -1,0 +1,533 @@
+//! The child side of a run: everything between `clone` and `execve`.
+//!
+//! The launching process may be multi-threaded (the tokio server), so after
+//! `clone` the child must only call async-signal-safe functions: no
+//! allocation, no locks, no panics. [`Plan`] is therefore built completely on
+//! the host side first (every path a `CString`, every argv/envp pointer
+//! array ready), and the child only walks it making raw system calls.
+//!
+//! Process tree of a box:
+//! ```text
+//! host (evald) --clone(NEWPID|NEWNS|NEWIPC|NEWUTS|NEWNET)--> box init (pid 1)
+//!     box init: waits until the host moved it into its cgroups, builds the
+//!               root (tmpfs + read-only binds), pivot_root, forks:
+//!         payload (pid 2): stdio, rlimits, drop privileges, seccomp, execve
+//!     box init reaps everything, writes the payload's wait status to the
+//!     status pipe and exits; the kernel then kills what is left in the pid
+//!     namespace, so daemonized survivors cannot outlive the run.
+//! ```
+
+use std::ffi::{c_char, c_int, c_ulong, CStr, CString};
+use std::os::fd::RawFd;
+use std::ptr;
+
+use crate::seccomp::SeccompPolicy;
+
+/// One step of building the box's root file system. Paths are absolute
+/// host paths under the new root (before `pivot_root`).
+#[derive(Clone)]
+pub(crate) enum Op {
+    Mkdir { path: CString, mode: libc::mode_t },
+    Mount { src: CString, dst: CString, fstype: CString, flags: c_ulong, data: CString },
+    /// Bind `src` on `dst`, then remount it read-only with `flags`.
+    BindRo { src: CString, dst: CString, flags: c_ulong },
+    Symlink { target: CString, link: CString },
+    Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t },
+    WriteFile { path: CString, content: Vec<u8>, mode: libc::mode_t, owner: Option<(u32, u32)> },
+    Chown { path: CString, uid: u32, gid: u32 },
+    /// Make an already mounted file system read-only.
+    RemountRo { path: CString, flags: c_ulong },
+}
+
+impl Op {
+    /// A short description for error messages.
+    pub(crate) fn describe(&self) -> String {
+        let s = |c: &CString| c.to_string_lossy().into_owned();
+        match self {
+            Op::Mkdir { path, .. } => format!("mkdir {}", s(path)),
+            Op::Mount { dst, fstype, .. } => format!("mount {} on {}", s(fstype), s(dst)),
+            Op::BindRo { src, dst, .. } => format!("bind {} on {}", s(src), s(dst)),
+            Op::Symlink { link, .. } => format!("symlink {}", s(link)),
+            Op::Mknod { path, .. } => format!("mknod {}", s(path)),
+            Op::WriteFile { path, .. } => format!("write {}", s(path)),
+            Op::Chown { path, .. } => format!("chown {}", s(path)),
+            Op::RemountRo { path, .. } => format!("remount read-only {}", s(path)),
+        }
+    }
+}
+
+/// A resource limit applied to the payload.
+pub(crate) struct Rlimit {
+    pub resource: libc::__rlimit_resource_t,
+    pub value: u64,
+}
+
+/// Everything the child needs, prepared by the host.
+pub(crate) struct Plan<'a> {
+    pub sync_read: RawFd,
+    pub status_write: RawFd,
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    pub pty: bool,
+    pub new_root: CString,
+    pub ops: Vec<Op>,
+    pub loopback: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub cwd: CString,
+    pub program: CString,
+    /// Keeps the strings that `argv` and `envp` point into alive.
+    pub _strings: Vec<CString>,
+    pub argv: Vec<*const c_char>,
+    pub envp: Vec<*const c_char>,
+    pub seccomp: &'a SeccompPolicy,
+}
+
+/// Steps reported through the status pipe when they fail. The number of a
+/// root-building step is `STEP_OPS + index into Plan::ops`.
+pub(crate) mod step {
+    pub const SYNC: u32 = 1;
+    pub const CLOSE_FDS: u32 = 2;
+    pub const PROPAGATION: u32 = 3;
+    pub const HOSTNAME: u32 = 4;
+    pub const LOOPBACK: u32 = 5;
+    pub const PIVOT: u32 = 6;
+    pub const FORK: u32 = 7;
+    pub const OOM_ADJ: u32 = 8;
+    pub const UNSHARE_CGROUP: u32 = 9;
+    pub const PAYLOAD_STDIO: u32 = 20;
+    pub const PAYLOAD_SESSION: u32 = 21;
+    pub const PAYLOAD_RLIMIT: u32 = 22;
+    pub const PAYLOAD_CWD: u32 = 23;
+    pub const PAYLOAD_CAPS: u32 = 24;
+    pub const PAYLOAD_IDS: u32 = 25;
+    pub const PAYLOAD_SECCOMP: u32 = 26;
+    pub const PAYLOAD_EXEC: u32 = 27;
+    pub const OPS: u32 = 1000;
+
+    pub fn name(step: u32) -> &'static str {
+        match step {
+            SYNC => "waiting for the host",
+            CLOSE_FDS => "closing inherited descriptors",
+            PROPAGATION => "making mounts private",
+            HOSTNAME => "setting the host name",
+            LOOPBACK => "bringing loopback up",
+            PIVOT => "pivot_root",
+            FORK => "forking the payload",
+            OOM_ADJ => "setting oom_score_adj",
+            UNSHARE_CGROUP => "unsharing the cgroup namespace",
+            PAYLOAD_STDIO => "setting up standard streams",
+            PAYLOAD_SESSION => "creating a session",
+            PAYLOAD_RLIMIT => "setting resource limits",
+            PAYLOAD_CWD => "changing to the working directory",
+            PAYLOAD_CAPS => "dropping capabilities",
+            PAYLOAD_IDS => "switching to the box user",
+            PAYLOAD_SECCOMP => "installing the seccomp filter",
+            PAYLOAD_EXEC => "executing the program",
+            _ => "building the root file system",
+        }
+    }
+}
+
+/// Message kinds on the status pipe: `[kind, a, b]` as three native u32.
+pub(crate) mod report {
+    /// `a` = the payload's raw wait status.
+    pub const EXITED: u32 = 1;
+    /// `a` = step, `b` = errno.
+    pub const SETUP_FAILED: u32 = 2;
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Writes a 12-byte report; async-signal-safe.
+fn send(fd: RawFd, kind: u32, a: u32, b: u32) {
+    let mut buf = [0u8; 12];
+    buf[0..4].copy_from_slice(&kind.to_ne_bytes());
+    buf[4..8].copy_from_slice(&a.to_ne_bytes());
+    buf[8..12].copy_from_slice(&b.to_ne_bytes());
+    // SAFETY: buf is a valid 12-byte buffer; a short or failed write only
+    // loses the report, which the host treats as an internal error.
+    unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+}
+
+fn fail(fd: RawFd, step: u32) -> ! {
+    send(fd, report::SETUP_FAILED, step, errno() as u32);
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(1) }
+}
+
+/// Closes every descriptor except those in `keep` (any order, at most 8).
+fn close_all_except(keep: &[RawFd]) -> Result<(), ()> {
+    let mut sorted = [-1; 8];
+    let n = keep.len().min(sorted.len());
+    sorted[..n].copy_from_slice(&keep[..n]);
+    sorted[..n].sort_unstable();
+    let mut next: c_int = 0;
+    for &fd in &sorted[..n] {
+        if fd < next {
+            continue;
+        }
+        if fd > next {
+            // SAFETY: close_range only closes descriptors of this process.
+            if unsafe { libc::close_range(next as u32, (fd - 1) as u32, 0) } != 0 {
+                return Err(());
+            }
+        }
+        next = fd + 1;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::close_range(next as u32, u32::MAX, 0) } != 0 {
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Runs in the child right after `clone`: becomes the box's init. Never
+/// returns.
+///
+/// # Safety
+/// Must only be called in a freshly cloned child process (pid 1 of a new pid
+/// namespace, in new mount/ipc/uts/net namespaces) with a `plan` whose
+/// descriptors are open in this process.
+pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
+    let st = plan.status_write;
+    let keep = [plan.sync_read, st, plan.stdin, plan.stdout, plan.stderr];
+    if close_all_except(&keep).is_err() {
+        fail(st, step::CLOSE_FDS);
+    }
+    // Wait until the host has moved us into the box cgroups.
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a valid buffer.
+    if unsafe { libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1) } != 1 {
+        // SAFETY: the host is gone or failed; nothing to report to.
+        unsafe { libc::_exit(1) }
+    }
+    // SAFETY: plain system calls on valid, NUL-terminated arguments; each
+    // failure is reported and ends the child.
+    unsafe {
+        libc::close(plan.sync_read);
+        if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            fail(st, step::UNSHARE_CGROUP);
+        }
+        if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) != 0 {
+            fail(st, step::PROPAGATION);
+        }
+        let host = b"evald";
+        if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
+            fail(st, step::HOSTNAME);
+        }
+        if plan.loopback && loopback_up().is_err() {
+            fail(st, step::LOOPBACK);
+        }
+        libc::umask(0);
+        for (i, op) in plan.ops.iter().enumerate() {
+            if run_op(op).is_err() {
+                fail(st, step::OPS + i as u32);
+            }
+        }
+        if libc::chdir(plan.new_root.as_ptr()) != 0
+            || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
+            || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0
+            || libc::chdir(c"/".as_ptr()) != 0
+        {
+            fail(st, step::PIVOT);
+        }
+        let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), ro, ptr::null()) != 0 {
+            fail(st, step::PIVOT);
+        }
+
+        let mut err_pipe = [0; 2];
+        if libc::pipe2(err_pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            fail(st, step::FORK);
+        }
+        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0usize, 0usize, 0usize, 0usize);
+        if pid < 0 {
+            fail(st, step::FORK);
+        }
+        if pid == 0 {
+            libc::close(err_pipe[0]);
+            payload(plan, err_pipe[1]);
+        }
+        let pid = pid as libc::pid_t;
+        libc::close(err_pipe[1]);
+        libc::close(plan.stdin);
+        libc::close(plan.stdout);
+        libc::close(plan.stderr);
+        // Wait for the payload's exec (the pipe closes) or its setup failure.
+        let mut buf = [0u8; 8];
+        let n = libc::read(err_pipe[0], buf.as_mut_ptr().cast(), buf.len());
+        if n == 8 {
+            let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let err = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+            send(st, report::SETUP_FAILED, step, err);
+            libc::_exit(1);
+        }
+        libc::close(err_pipe[0]);
+        // Reap everything until the payload itself is reaped.
+        loop {
+            let mut status = 0;
+            let r = libc::waitpid(-1, &mut status, 0);
+            if r == pid {
+                send(st, report::EXITED, status as u32, 0);
+                libc::_exit(0);
+            }
+            if r < 0 && errno() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+    }
+}
+
+/// The payload: pid 2 of the box. Never returns.
+///
+/// # Safety
+/// Only in the child forked by [`box_init`], after `pivot_root`.
+unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
+    let mut err = err;
+    // SAFETY: plain system calls on valid arguments prepared by the host.
+    unsafe {
+        // Make the payload and its children the OOM killer's first choice
+        // in the box's cgroup: the init must live to report the outcome.
+        // (Raising needs no capability; lowering the init would.)
+        if write_file_at(c"/proc/self/oom_score_adj", b"500").is_err() {
+            payload_fail(err, step::OOM_ADJ);
+        }
+        libc::umask(0o022);
+        if libc::setsid() < 0 {
+            payload_fail(err, step::PAYLOAD_SESSION);
+        }
+        // Move the error pipe out of the way of 0..2, then install stdio.
+        err = libc::fcntl(err, libc::F_DUPFD_CLOEXEC, 10);
+        if err < 0 {
+            payload_fail(err, step::PAYLOAD_STDIO);
+        }
+        let fds = [plan.stdin, plan.stdout, plan.stderr];
+        let mut high = [0; 3];
+        for (i, fd) in fds.iter().enumerate() {
+            high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+            if high[i] < 0 {
+                payload_fail(err, step::PAYLOAD_STDIO);
+            }
+        }
+        for (target, fd) in high.iter().enumerate() {
+            if libc::dup2(*fd, target as c_int) < 0 {
+                payload_fail(err, step::PAYLOAD_STDIO);
+            }
+        }
+        if plan.pty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+            payload_fail(err, step::PAYLOAD_SESSION);
+        }
+        if close_all_except(&[0, 1, 2, err]).is_err() {
+            payload_fail(err, step::PAYLOAD_STDIO);
+        }
+        for rl in &plan.rlimits {
+            let lim = libc::rlimit { rlim_cur: rl.value, rlim_max: rl.value };
+            if libc::setrlimit(rl.resource, &lim) != 0 {
+                payload_fail(err, step::PAYLOAD_RLIMIT);
+            }
+        }
+        if libc::chdir(plan.cwd.as_ptr()) != 0 {
+            payload_fail(err, step::PAYLOAD_CWD);
+        }
+        // Empty the bounding set while we still have CAP_SETPCAP.
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
+                payload_fail(err, step::PAYLOAD_CAPS);
+            }
+        }
+        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
+            payload_fail(err, step::PAYLOAD_CAPS);
+        }
+        if libc::setgroups(0, ptr::null()) != 0
+            || libc::setresgid(plan.gid, plan.gid, plan.gid) != 0
+            || libc::setresuid(plan.uid, plan.uid, plan.uid) != 0
+        {
+            payload_fail(err, step::PAYLOAD_IDS);
+        }
+        // setresuid from root to a non-root uid cleared the permitted and
+        // effective sets; clear the inheritable set too.
+        let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+        let data = [CapData::default(); 2];
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            payload_fail(err, step::PAYLOAD_CAPS);
+        }
+        if let Err(e) = plan.seccomp.install() {
+            *libc::__errno_location() = e;
+            payload_fail(err, step::PAYLOAD_SECCOMP);
+        }
+        libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        payload_fail(err, step::PAYLOAD_EXEC)
+    }
+}
+
+/// Reports a payload setup failure to the box init and exits 127.
+fn payload_fail(err: RawFd, step: u32) -> ! {
+    let mut buf = [0u8; 8];
+    buf[0..4].copy_from_slice(&step.to_ne_bytes());
+    buf[4..8].copy_from_slice(&(errno() as u32).to_ne_bytes());
+    // SAFETY: writing a valid 8-byte buffer, then leaving.
+    unsafe {
+        libc::write(err, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127)
+    }
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Opens, writes and closes a file; async-signal-safe.
+fn write_file_at(path: &CStr, content: &[u8]) -> Result<(), ()> {
+    // SAFETY: path is NUL-terminated; content is a valid buffer.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(());
+        }
+        let n = libc::write(fd, content.as_ptr().cast(), content.len());
+        libc::close(fd);
+        if n != content.len() as isize {
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// Runs one root-building step; async-signal-safe.
+fn run_op(op: &Op) -> Result<(), ()> {
+    let ok = |r: c_int| if r == 0 { Ok(()) } else { Err(()) };
+    // SAFETY: every pointer comes from a live CString or Vec of the plan.
+    unsafe {
+        match op {
+            Op::Mkdir { path, mode } => ok(libc::mkdir(path.as_ptr(), *mode)),
+            Op::Mount { src, dst, fstype, flags, data } => ok(libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                fstype.as_ptr(),
+                *flags,
+                data.as_ptr().cast(),
+            )),
+            Op::BindRo { src, dst, flags } => {
+                ok(libc::mount(src.as_ptr(), dst.as_ptr(), ptr::null(), libc::MS_BIND | libc::MS_REC, ptr::null()))?;
+                let f = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | *flags;
+                ok(libc::mount(ptr::null(), dst.as_ptr(), ptr::null(), f, ptr::null()))
+            }
+            Op::Symlink { target, link } => ok(libc::symlink(target.as_ptr(), link.as_ptr())),
+            Op::Mknod { path, mode, dev } => ok(libc::mknod(path.as_ptr(), *mode, *dev)),
+            Op::WriteFile { path, content, mode, owner } => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    *mode as c_int,
+                );
+                if fd < 0 {
+                    return Err(());
+                }
+                let mut rest: &[u8] = content;
+                let mut result = Ok(());
+                while !rest.is_empty() {
+                    let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
+                    if n <= 0 {
+                        if n < 0 && errno() == libc::EINTR {
+                            continue;
+                        }
+                        result = Err(());
+                        break;
+                    }
+                    rest = &rest[n as usize..];
+                }
+                if let Some((uid, gid)) = owner {
+                    if libc::fchown(fd, *uid, *gid) != 0 {
+                        result = Err(());
+                    }
+                }
+                libc::close(fd);
+                result
+            }
+            Op::Chown { path, uid, gid } => ok(libc::lchown(path.as_ptr(), *uid, *gid)),
+            Op::RemountRo { path, flags } => ok(libc::mount(
+                ptr::null(),
+                path.as_ptr(),
+                ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY | *flags,
+                ptr::null(),
+            )),
+        }
+    }
+}
+
+/// Sets IFF_UP on `lo` of the current network namespace.
+fn loopback_up() -> Result<(), ()> {
+    // SAFETY: a datagram socket used only for the interface ioctls; the
+    // ifreq is zeroed and NUL-terminated.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as c_char;
+        req.ifr_name[1] = b'o' as c_char;
+        let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as i16;
+            r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+        }
+        libc::close(sock);
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+}
+
+/// Clone flags of a box's init.
+pub(crate) const CLONE_FLAGS: c_ulong = (libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_PIDFD) as c_ulong
+    | libc::SIGCHLD as c_ulong;
+
+/// Clones the box init. Returns (pid, pidfd) in the parent.
+///
+/// # Safety
+/// `plan`'s descriptors must be open; the caller must not rely on anything
+/// in the child (it never returns there).
+pub(crate) unsafe fn spawn(plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)> {
+    let mut pidfd: c_int = -1;
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a
+    // copy of this address space and only runs `box_init`, which is
+    // async-signal-safe.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, CLONE_FLAGS, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize)
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: we are the fresh child.
+        unsafe { box_init(plan) }
+    }
+    Ok((pid as libc::pid_t, pidfd))
+}

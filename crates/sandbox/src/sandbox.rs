@@ -1,0 +1,1032 @@
+//! The host side: a [`Sandbox`] owns the cgroup subtree, the seccomp program,
+//! the pool of box user ids and the root file system layout; it launches
+//! boxes and supervises them.
+
+use std::collections::BTreeSet;
+use std::ffi::{c_ulong, CString};
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cgroup::{BoxCgroup, CgroupLimits, Cgroups};
+use crate::launch::{self, report, step, Op, Plan, Rlimit};
+use crate::outcome::{verdict, Facts, Outcome, Status};
+use crate::seccomp::SeccompPolicy;
+use crate::spec::{Limits, Network, RunSpec, SpecError, Stdin};
+use crate::workspace::Workspace;
+use crate::WORKSPACE_DIR;
+
+/// How often the supervisor samples the cgroup's CPU time.
+const CPU_POLL: Duration = Duration::from_millis(10);
+
+/// Host paths bound read-only into every box (when they exist), besides
+/// `/usr` and the `/bin`, `/lib*`, `/sbin` links.
+pub const DEFAULT_READ_ONLY_BINDS: &[&str] = &[
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ssl",
+    "/etc/java-17-openjdk",
+    "/etc/localtime",
+    "/etc/mime.types",
+];
+
+/// Start-up settings of a [`Sandbox`].
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Names this service instance: its cgroups are `evald-<instance>` and a
+    /// restart sweeps the stale boxes of the same instance only.
+    pub instance: String,
+    /// A root-owned directory for the sandbox's own mount points.
+    pub state_dir: PathBuf,
+    /// Box user ids are `uid_base + slot` (same for groups).
+    pub uid_base: u32,
+    /// Boxes that may run at once.
+    pub slots: u32,
+    /// Host paths bound read-only into every box.
+    pub read_only_binds: Vec<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            instance: "default".into(),
+            state_dir: PathBuf::from("/run/evald"),
+            uid_base: 61000,
+            slots: 64,
+            read_only_binds: DEFAULT_READ_ONLY_BINDS.iter().map(PathBuf::from).collect(),
+        }
+    }
+}
+
+/// Why a box could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid run specification: {0}")]
+    Spec(#[from] SpecError),
+    #[error("all {0} sandbox slots are busy")]
+    Busy(u32),
+    #[error("cgroup setup failed: {0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    #[error("seccomp setup failed: {0}")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("the box failed while {0}")]
+    Setup(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SandboxError {
+    let what = what.into();
+    move |source| SandboxError::Io { what, source }
+}
+
+struct Inner {
+    config: SandboxConfig,
+    cgroups: Cgroups,
+    seccomp: SeccompPolicy,
+    new_root: PathBuf,
+    /// Root-building steps shared by every box (paths under `new_root`).
+    base_ops: Vec<Op>,
+    dev_null: OwnedFd,
+    free_slots: Mutex<Vec<u32>>,
+    counter: AtomicU64,
+}
+
+/// Launches and supervises boxes. Cheap to clone; all clones share one pool.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+impl Sandbox {
+    /// Detects cgroups, sweeps this instance's stale boxes, compiles the
+    /// seccomp program and prepares the root layout. Needs root.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        ensure_std_fds_open();
+        if config.slots == 0 {
+            return Err(SandboxError::Setup("configuring: at least one slot is needed".into()));
+        }
+        let new_root = config.state_dir.join("root");
+        fs::create_dir_all(&new_root).map_err(io_err(format!("creating {}", new_root.display())))?;
+        let cgroups = Cgroups::detect(&config.instance)?;
+        let swept = cgroups.sweep_stale()?;
+        if swept > 0 {
+            tracing::warn!(swept, "removed stale boxes of an earlier run");
+        }
+        let seccomp = SeccompPolicy::compile()?;
+        let base_ops = base_ops(&new_root, &config.read_only_binds);
+        let dev_null = fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?.into();
+        let free_slots = Mutex::new((0..config.slots).rev().collect());
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                config,
+                cgroups,
+                seccomp,
+                new_root,
+                base_ops,
+                dev_null,
+                free_slots,
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The cgroup version in use.
+    pub fn cgroup_version(&self) -> crate::cgroup::CgroupVersion {
+        self.inner.cgroups.version()
+    }
+
+    /// Slots not in use right now.
+    pub fn free_slots(&self) -> usize {
+        self.inner.free_slots.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// The configuration this sandbox was built with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+
+    /// Runs `spec` to completion in a fresh box with its own workspace and
+    /// returns the outcome. Standard input must be `Null` or `Bytes`.
+    pub fn run(&self, spec: &RunSpec) -> Result<Outcome, SandboxError> {
+        self.run_with(spec, None)
+    }
+
+    /// Like [`Sandbox::run`], with `workspace` mounted as `/box` instead of a
+    /// fresh one; files the program writes stay in it.
+    pub fn run_in(&self, spec: &RunSpec, workspace: &Workspace) -> Result<Outcome, SandboxError> {
+        self.run_with(spec, Some(workspace))
+    }
+
+    fn run_with(&self, spec: &RunSpec, workspace: Option<&Workspace>) -> Result<Outcome, SandboxError> {
+        if matches!(spec.stdin, Stdin::Pipe | Stdin::Pty { .. }) {
+            return Err(SandboxError::Setup("configuring: run() takes no interactive stdin; use spawn()".into()));
+        }
+        let mut running = match self.spawn_with(spec, workspace) {
+            Ok(r) => r,
+            Err(e @ (SandboxError::Spec(_) | SandboxError::Busy(_))) => return Err(e),
+            Err(e) => return Ok(Outcome::internal(e.to_string())),
+        };
+        Ok(running.supervise(stdin_bytes(spec)))
+    }
+
+    /// Starts `spec` in a fresh box and returns at once; the caller drives
+    /// its stdio and awaits its end (see [`Running`]).
+    pub fn spawn(&self, spec: &RunSpec) -> Result<Running, SandboxError> {
+        self.spawn_with(spec, None)
+    }
+
+    /// Like [`Sandbox::spawn`] with a persistent workspace.
+    pub fn spawn_in(&self, spec: &RunSpec, workspace: &Workspace) -> Result<Running, SandboxError> {
+        self.spawn_with(spec, Some(workspace))
+    }
+
+    fn spawn_with(&self, spec: &RunSpec, workspace: Option<&Workspace>) -> Result<Running, SandboxError> {
+        spec.validate()?;
+        let slot = self.take_slot()?;
+        let guard = SlotGuard { inner: self.inner.clone(), slot: Some(slot) };
+        let seq = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let cgroup = self.inner.cgroups.create_box(
+            &format!("box-{slot}-{seq}"),
+            &CgroupLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.processes.into() },
+        )?;
+        let stdio = Stdio::new(&spec.stdin, &self.inner.dev_null)?;
+        let (sync_read, sync_write) = pipe()?;
+        let (status_read, status_write) = pipe()?;
+        let uid = workspace.map_or(self.inner.config.uid_base + slot, Workspace::uid);
+        let mut plan = self.plan(spec, workspace, uid, &stdio)?;
+        plan.sync_read = sync_read.as_raw_fd();
+        plan.status_write = status_write.as_raw_fd();
+        // SAFETY: the plan's descriptors are open until after spawn returns.
+        let (pid, pidfd) = unsafe { launch::spawn(&plan) }.map_err(io_err("cloning the box init"))?;
+        // SAFETY: spawn returned a fresh pidfd that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let ops = std::mem::take(&mut plan.ops);
+        drop(plan);
+        drop(sync_read);
+        drop(status_write);
+        let parent_ends = stdio.into_parent_ends();
+        let mut running = Running {
+            _slot: guard,
+            pid,
+            pidfd,
+            status_read,
+            cgroup,
+            stdin: parent_ends.stdin,
+            stdout: parent_ends.stdout,
+            stderr: parent_ends.stderr,
+            pty: parent_ends.pty,
+            limits: spec.limits,
+            started: Instant::now(),
+            killed: Facts::default(),
+            finished: false,
+            ops,
+        };
+        if let Err(e) = running.cgroup.add_pid(pid) {
+            running.kill();
+            return Err(e.into());
+        }
+        running.started = Instant::now();
+        if write_all(sync_write.as_fd(), b"x").is_err() {
+            running.kill();
+            return Err(SandboxError::Setup(step::name(step::SYNC).into()));
+        }
+        Ok(running)
+    }
+
+    fn take_slot(&self) -> Result<u32, SandboxError> {
+        let mut free = self.inner.free_slots.lock().map_err(|_| SandboxError::Busy(0))?;
+        free.pop().ok_or(SandboxError::Busy(self.inner.config.slots))
+    }
+
+    fn plan<'a>(
+        &'a self,
+        spec: &RunSpec,
+        workspace: Option<&Workspace>,
+        uid: u32,
+        stdio: &Stdio,
+    ) -> Result<Plan<'a>, SandboxError> {
+        let root = &self.inner.new_root;
+        let mut ops = self.inner.base_ops.clone();
+        let at = |p: &str| cpath(&root.join(p.trim_start_matches('/')));
+        let passwd = format!(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\nevald:x:{uid}:{uid}:evald:{WORKSPACE_DIR}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        );
+        let group = format!("root:x:0:\nevald:x:{uid}:\nnogroup:x:65534:\n");
+        for (name, content) in [
+            ("etc/passwd", passwd.into_bytes()),
+            ("etc/group", group.into_bytes()),
+            ("etc/hosts", b"127.0.0.1 localhost evald\n::1 localhost\n".to_vec()),
+        ] {
+            ops.push(Op::WriteFile { path: at(name), content, mode: 0o644, owner: None });
+        }
+        let size = spec.limits.disk_bytes;
+        let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+        ops.push(tmpfs(at("dev/shm"), nosuid_nodev, &format!("size={size},mode=1777")));
+        ops.push(Op::RemountRo { path: at("dev"), flags: libc::MS_NOSUID | libc::MS_NOEXEC });
+        ops.push(tmpfs(at("tmp"), nosuid_nodev, &format!("size={size},mode=1777")));
+        let ws = at(WORKSPACE_DIR);
+        match workspace {
+            Some(w) => {
+                ops.push(Op::Mount {
+                    src: cpath(w.path()),
+                    dst: ws.clone(),
+                    fstype: CString::default(),
+                    flags: libc::MS_BIND,
+                    data: CString::default(),
+                });
+                ops.push(Op::Mount {
+                    src: CString::default(),
+                    dst: ws,
+                    fstype: CString::default(),
+                    flags: libc::MS_BIND | libc::MS_REMOUNT | nosuid_nodev,
+                    data: CString::default(),
+                });
+            }
+            None => {
+                ops.push(tmpfs(ws, nosuid_nodev, &format!("size={size},mode=0755,uid={uid},gid={uid}")));
+            }
+        }
+        let mut dirs = BTreeSet::new();
+        for file in &spec.files {
+            let rel = Path::new(&file.path);
+            for dir in rel.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()).collect::<Vec<_>>().into_iter().rev() {
+                if dirs.insert(dir.to_path_buf()) {
+                    let path = cpath(&root.join("box").join(dir));
+                    ops.push(Op::Mkdir { path: path.clone(), mode: 0o755 });
+                    ops.push(Op::Chown { path, uid, gid: uid });
+                }
+            }
+            ops.push(Op::WriteFile {
+                path: cpath(&root.join("box").join(rel)),
+                content: file.content.clone(),
+                mode: if file.executable { 0o755 } else { 0o644 },
+                owner: Some((uid, uid)),
+            });
+        }
+        if let (Some(_), false) = (workspace, spec.files.is_empty()) {
+            return Err(SandboxError::Setup(
+                "configuring: files go into a persistent workspace with Workspace::write_file".into(),
+            ));
+        }
+
+        let l = &spec.limits;
+        let rlimits = vec![
+            Rlimit { resource: libc::RLIMIT_CORE, value: 0 },
+            Rlimit { resource: libc::RLIMIT_FSIZE, value: l.file_size_bytes },
+            Rlimit { resource: libc::RLIMIT_NOFILE, value: l.open_files.into() },
+            Rlimit { resource: libc::RLIMIT_MEMLOCK, value: 64 << 10 },
+            Rlimit { resource: libc::RLIMIT_MSGQUEUE, value: 0 },
+            Rlimit { resource: libc::RLIMIT_NPROC, value: l.processes.into() },
+            Rlimit { resource: libc::RLIMIT_CPU, value: l.cpu_time.as_secs() + 2 },
+            Rlimit { resource: libc::RLIMIT_RTPRIO, value: 0 },
+        ];
+        let program = resolve_program(&spec.program);
+        let mut strings = Vec::with_capacity(spec.args.len() + spec.env.len() + 6);
+        strings.push(cstr(&program));
+        strings.extend(spec.args.iter().map(|a| cstr(a)));
+        let argc = strings.len();
+        let pty = matches!(spec.stdin, Stdin::Pty { .. });
+        for (k, v) in env_with_defaults(&spec.env, pty) {
+            strings.push(cstr(&format!("{k}={v}")));
+        }
+        let mut argv: Vec<_> = strings[..argc].iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<_> = strings[argc..].iter().map(|s| s.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        Ok(Plan {
+            sync_read: -1,
+            status_write: -1,
+            stdin: stdio.child_stdin,
+            stdout: stdio.child_stdout,
+            stderr: stdio.child_stderr,
+            pty,
+            new_root: cpath(root),
+            ops,
+            loopback: spec.network == Network::Loopback,
+            uid,
+            gid: uid,
+            rlimits,
+            cwd: cstr(&spec.cwd),
+            program: cstr(&program),
+            _strings: strings,
+            argv,
+            envp,
+            seccomp: &self.inner.seccomp,
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.cgroups.remove_parents() {
+            tracing::debug!(error = %e, "cgroup parents not removed");
+        }
+    }
+}
+
+/// Returns a slot to the pool when the run is over.
+struct SlotGuard {
+    inner: Arc<Inner>,
+    slot: Option<u32>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let (Some(slot), Ok(mut free)) = (self.slot.take(), self.inner.free_slots.lock()) {
+            free.push(slot);
+        }
+    }
+}
+
+/// Shared layout of every box's root (see docs/security.md).
+fn base_ops(root: &Path, binds: &[PathBuf]) -> Vec<Op> {
+    let at = |p: &str| cpath(&root.join(p));
+    let mut ops = vec![tmpfs(at(""), libc::MS_NOSUID | libc::MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")];
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    for dir in ["usr", "etc", "proc", "dev", "tmp", "box"] {
+        ops.push(Op::Mkdir { path: at(dir), mode: 0o755 });
+        made.insert(PathBuf::from(dir));
+    }
+    let ro = libc::MS_NOSUID | libc::MS_NODEV;
+    ops.push(Op::BindRo { src: cpath(Path::new("/usr")), dst: at("usr"), flags: ro });
+    for top in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let host = Path::new("/").join(top);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = fs::read_link(&host) {
+                    ops.push(Op::Symlink { target: cpath(&target), link: at(top) });
+                }
+            }
+            Ok(m) if m.is_dir() => {
+                ops.push(Op::Mkdir { path: at(top), mode: 0o755 });
+                ops.push(Op::BindRo { src: cpath(&host), dst: at(top), flags: ro });
+            }
+            _ => {}
+        }
+    }
+    for host in binds {
+        let Ok(meta) = fs::metadata(host) else { continue };
+        let Ok(rel) = host.strip_prefix("/") else { continue };
+        let parents: Vec<_> = rel.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()).collect();
+        for dir in parents.into_iter().rev() {
+            if made.insert(dir.to_path_buf()) {
+                ops.push(Op::Mkdir { path: cpath(&root.join(dir)), mode: 0o755 });
+            }
+        }
+        let dst = cpath(&root.join(rel));
+        if meta.is_dir() {
+            made.insert(rel.to_path_buf());
+            ops.push(Op::Mkdir { path: dst.clone(), mode: 0o755 });
+        } else {
+            ops.push(Op::WriteFile { path: dst.clone(), content: Vec::new(), mode: 0o644, owner: None });
+        }
+        ops.push(Op::BindRo { src: cpath(host), dst, flags: ro });
+    }
+    ops.push(Op::Mount {
+        src: c"proc".into(),
+        dst: at("proc"),
+        fstype: c"proc".into(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: CString::default(),
+    });
+    ops.push(tmpfs(at("dev"), libc::MS_NOSUID | libc::MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755"));
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
+        ops.push(Op::Mknod {
+            path: at(&format!("dev/{name}")),
+            mode: libc::S_IFCHR | 0o666,
+            dev: libc::makedev(major, minor),
+        });
+    }
+    for (name, target) in
+        [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
+    {
+        ops.push(Op::Symlink { target: cstr(target), link: at(&format!("dev/{name}")) });
+    }
+    ops.push(Op::Mkdir { path: at("dev/shm"), mode: 0o755 });
+    ops
+}
+
+fn tmpfs(dst: CString, flags: c_ulong, data: &str) -> Op {
+    Op::Mount { src: c"tmpfs".into(), dst, fstype: c"tmpfs".into(), flags, data: cstr(data) }
+}
+
+fn cpath(p: &Path) -> CString {
+    // Paths come from validated specs or from the host configuration.
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+fn cstr(s: &str) -> CString {
+    // Validated specs hold no NUL bytes.
+    CString::new(s).unwrap_or_default()
+}
+
+fn resolve_program(program: &str) -> String {
+    if program.contains('/') {
+        return program.to_owned();
+    }
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        let candidate = format!("{dir}/{program}");
+        if Path::new(&candidate).is_file() {
+            return candidate;
+        }
+    }
+    program.to_owned()
+}
+
+fn env_with_defaults(env: &[(String, String)], pty: bool) -> Vec<(String, String)> {
+    let mut out = env.to_vec();
+    let mut default = |k: &str, v: &str| {
+        if !out.iter().any(|(name, _)| name == k) {
+            out.push((k.to_owned(), v.to_owned()));
+        }
+    };
+    default("PATH", "/usr/local/bin:/usr/bin:/bin");
+    default("HOME", WORKSPACE_DIR);
+    default("LANG", "C.UTF-8");
+    if pty {
+        default("TERM", "xterm-256color");
+    }
+    out
+}
+
+fn stdin_bytes(spec: &RunSpec) -> Vec<u8> {
+    match &spec.stdin {
+        Stdin::Bytes(b) => b.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The descriptors of a box's standard streams on both sides.
+struct Stdio {
+    child_stdin: RawFd,
+    child_stdout: RawFd,
+    child_stderr: RawFd,
+    /// Child-side descriptors to close in the parent after the spawn.
+    child_owned: Vec<OwnedFd>,
+    parent: ParentEnds,
+}
+
+#[derive(Default)]
+struct ParentEnds {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+}
+
+impl Stdio {
+    fn new(stdin: &Stdin, dev_null: &OwnedFd) -> Result<Stdio, SandboxError> {
+        if let Stdin::Pty { rows, cols } = stdin {
+            let (master, slave) = open_pty(*rows, *cols)?;
+            set_nonblocking(master.as_fd())?;
+            let fd = slave.as_raw_fd();
+            return Ok(Stdio {
+                child_stdin: fd,
+                child_stdout: fd,
+                child_stderr: fd,
+                child_owned: vec![slave],
+                parent: ParentEnds { pty: Some(master), ..ParentEnds::default() },
+            });
+        }
+        let mut parent = ParentEnds::default();
+        let mut child_owned = Vec::new();
+        let child_stdin = match stdin {
+            Stdin::Null => dev_null.as_raw_fd(),
+            _ => {
+                let (r, w) = pipe()?;
+                set_nonblocking(w.as_fd())?;
+                parent.stdin = Some(w);
+                let fd = r.as_raw_fd();
+                child_owned.push(r);
+                fd
+            }
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        set_nonblocking(out_r.as_fd())?;
+        set_nonblocking(err_r.as_fd())?;
+        parent.stdout = Some(out_r);
+        parent.stderr = Some(err_r);
+        let (child_stdout, child_stderr) = (out_w.as_raw_fd(), err_w.as_raw_fd());
+        child_owned.push(out_w);
+        child_owned.push(err_w);
+        Ok(Stdio { child_stdin, child_stdout, child_stderr, child_owned, parent })
+    }
+
+    fn into_parent_ends(self) -> ParentEnds {
+        drop(self.child_owned);
+        self.parent
+    }
+}
+
+/// A running box. Drop kills it and removes its cgroups.
+///
+/// For interactive use take its stdio with the `take_*` methods (all
+/// non-blocking), wait for [`Running::pidfd`] to become readable (the box's
+/// init exited), then call [`Running::wait`]. Call
+/// [`Running::check_limits`] every few milliseconds meanwhile: it enforces
+/// the CPU and wall-clock limits.
+pub struct Running {
+    _slot: SlotGuard,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    status_read: OwnedFd,
+    cgroup: BoxCgroup,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
+    limits: Limits,
+    started: Instant,
+    killed: Facts,
+    finished: bool,
+    /// The root-building steps, to name the one that failed.
+    ops: Vec<Op>,
+}
+
+impl Running {
+    /// Write end of the stdin pipe (`Stdin::Pipe`). Closing it is EOF.
+    pub fn take_stdin(&mut self) -> Option<OwnedFd> {
+        self.stdin.take()
+    }
+    pub fn take_stdout(&mut self) -> Option<OwnedFd> {
+        self.stdout.take()
+    }
+    pub fn take_stderr(&mut self) -> Option<OwnedFd> {
+        self.stderr.take()
+    }
+    /// Master side of the terminal (`Stdin::Pty`).
+    pub fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.pty.take()
+    }
+
+    /// Readable once the box's init has exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Host pid of the box's init.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Resizes a terminal (only for `Stdin::Pty`, given the master fd).
+    pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a valid winsize from a live descriptor.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the program's process group (like a terminal's ^C).
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))?;
+        let Some(payload) = children.split_whitespace().next().and_then(|p| p.parse::<libc::pid_t>().ok()) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the program is not running"));
+        };
+        // SAFETY: kill only sends a signal; the group is the payload's own
+        // session, a member of our box.
+        if unsafe { libc::kill(-payload, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Enforces the wall-clock and CPU limits; returns the limit that was hit
+    /// (the box is then being killed).
+    pub fn check_limits(&mut self) -> Option<Status> {
+        if self.finished {
+            return None;
+        }
+        if self.started.elapsed() >= self.limits.wall_time {
+            self.killed.wall_exceeded = true;
+            self.kill();
+            return Some(Status::TimeLimitWall);
+        }
+        if let Ok(ns) = self.cgroup.cpu_ns() {
+            if Duration::from_nanos(ns) > self.limits.cpu_time {
+                self.killed.cpu_exceeded = true;
+                self.kill();
+                return Some(Status::TimeLimitCpu);
+            }
+        }
+        None
+    }
+
+    /// Records that the caller stopped reading output because of the output
+    /// limit, and kills the box.
+    pub fn output_limit_hit(&mut self) {
+        self.killed.output_exceeded = true;
+        self.kill();
+    }
+
+    /// Kills every process of the box.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling through our own pidfd.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
+        }
+        if let Err(e) = self.cgroup.kill_all() {
+            tracing::warn!(error = %e, "killing box processes");
+        }
+    }
+
+    /// Time until the next limit check is due.
+    pub fn next_check(&self) -> Duration {
+        let left = self.limits.wall_time.saturating_sub(self.started.elapsed());
+        left.min(CPU_POLL)
+    }
+
+    /// Blocks until the box has ended and returns its outcome (stdout and
+    /// stderr are empty: in streaming mode the caller reads them).
+    pub fn wait(mut self) -> Outcome {
+        while !self.finished {
+            if wait_readable(self.pidfd.as_fd(), self.next_check()) {
+                break;
+            }
+            self.check_limits();
+        }
+        self.finish(Captured::default())
+    }
+
+    /// Runs the box to the end, feeding `stdin` and capturing output.
+    fn supervise(&mut self, stdin: Vec<u8>) -> Outcome {
+        let cap = usize::try_from(self.limits.output_bytes).unwrap_or(usize::MAX);
+        let mut cap_out = Captured::default();
+        let mut stdin_left: &[u8] = &stdin;
+        if stdin_left.is_empty() {
+            self.stdin = None;
+        }
+        let mut pid_done = false;
+        loop {
+            let mut fds = Vec::with_capacity(4);
+            fds.push(pollfd(self.pidfd.as_fd(), libc::POLLIN));
+            let out_i = self.stdout.as_ref().map(|f| {
+                fds.push(pollfd(f.as_fd(), libc::POLLIN));
+                fds.len() - 1
+            });
+            let err_i = self.stderr.as_ref().map(|f| {
+                fds.push(pollfd(f.as_fd(), libc::POLLIN));
+                fds.len() - 1
+            });
+            let in_i = self.stdin.as_ref().map(|f| {
+                fds.push(pollfd(f.as_fd(), libc::POLLOUT));
+                fds.len() - 1
+            });
+            if pid_done && out_i.is_none() && err_i.is_none() {
+                break;
+            }
+            let timeout = if pid_done { Duration::from_secs(1) } else { self.next_check() };
+            poll(&mut fds, timeout);
+            if fds[0].revents != 0 {
+                pid_done = true;
+            }
+            if let Some(i) = out_i {
+                if fds[i].revents != 0 {
+                    if let Some(over) = drain(&mut self.stdout, &mut cap_out.stdout, cap) {
+                        cap_out.stdout_truncated = over;
+                        if over {
+                            self.output_limit_hit();
+                        }
+                    }
+                }
+            }
+            if let Some(i) = err_i {
+                if fds[i].revents != 0 {
+                    if let Some(over) = drain(&mut self.stderr, &mut cap_out.stderr, cap) {
+                        cap_out.stderr_truncated = over;
+                        if over {
+                            self.output_limit_hit();
+                        }
+                    }
+                }
+            }
+            if let Some(i) = in_i {
+                if fds[i].revents != 0 {
+                    feed(&mut self.stdin, &mut stdin_left);
+                }
+            }
+            if pid_done && timeout == Duration::from_secs(1) && fds.iter().skip(1).all(|f| f.revents == 0) {
+                // All box processes are gone, so the pipes must be at EOF;
+                // a second without any event means something is wrong.
+                break;
+            }
+            if !pid_done {
+                self.check_limits();
+            }
+        }
+        self.finish(cap_out)
+    }
+
+    fn finish(&mut self, captured: Captured) -> Outcome {
+        // Reap the init (the pidfd is readable, or the box was killed).
+        let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+        // SAFETY: waitid on our own pidfd with a valid siginfo buffer.
+        unsafe {
+            libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
+        }
+        let wall_time = self.started.elapsed();
+        self.finished = true;
+        let mut buf = [0u8; 12];
+        let n = read_some(self.status_read.as_fd(), &mut buf);
+        let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        let (kind, a, b) = if n == 12 { (word(0), word(4), word(8)) } else { (0, 0, 0) };
+        if let Err(e) = self.cgroup.kill_all() {
+            tracing::warn!(error = %e, "killing leftover box processes");
+        }
+        let usage = self.cgroup.usage();
+        let mut facts = self.killed;
+        let mut error = None;
+        let mut stderr = captured.stderr;
+        match kind {
+            report::EXITED => {
+                let status = a as i32;
+                if libc::WIFEXITED(status) {
+                    facts.exit_code = Some(libc::WEXITSTATUS(status));
+                } else if libc::WIFSIGNALED(status) {
+                    facts.signal = Some(libc::WTERMSIG(status));
+                }
+            }
+            report::SETUP_FAILED if a == step::PAYLOAD_EXEC || a == step::PAYLOAD_CWD => {
+                // The program could not start: like a shell, exit 127 (not
+                // found) or 126 (not executable), with the reason on stderr.
+                let e = io::Error::from_raw_os_error(b as i32);
+                facts.exit_code = Some(if b as i32 == libc::ENOENT { 127 } else { 126 });
+                stderr.extend_from_slice(format!("evald: {}: {e}\n", step::name(a)).as_bytes());
+            }
+            report::SETUP_FAILED => {
+                let e = io::Error::from_raw_os_error(b as i32);
+                facts.internal_error = true;
+                let what = match a.checked_sub(step::OPS).and_then(|i| self.ops.get(i as usize)) {
+                    Some(op) => op.describe(),
+                    None => step::name(a).to_owned(),
+                };
+                error = Some(format!("the box failed while {what}: {e}"));
+            }
+            _ => {
+                // No report: the init was killed (by us for a limit, or by
+                // the OOM killer) before the payload ended.
+                facts.signal = Some(libc::SIGKILL);
+            }
+        }
+        let (cpu_time, memory_bytes, process_limit_hit) = match &usage {
+            Ok(u) => {
+                facts.oom_killed = u.oom_killed;
+                (Duration::from_nanos(u.cpu_ns), u.memory_peak_bytes, u.pids_max_hit)
+            }
+            Err(e) => {
+                facts.internal_error = true;
+                error = Some(format!("reading the box's usage: {e}"));
+                (Duration::ZERO, 0, false)
+            }
+        };
+        if cpu_time > self.limits.cpu_time {
+            facts.cpu_exceeded = true;
+        }
+        if let Err(e) = self.cgroup.remove() {
+            tracing::warn!(error = %e, "removing box cgroup");
+        }
+        Outcome {
+            status: verdict(&facts),
+            exit_code: facts.exit_code,
+            signal: facts.signal,
+            cpu_time,
+            wall_time,
+            memory_bytes,
+            stdout: captured.stdout,
+            stderr,
+            stdout_truncated: captured.stdout_truncated,
+            stderr_truncated: captured.stderr_truncated,
+            process_limit_hit,
+            error,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill();
+            self.finish(Captured::default());
+        }
+    }
+}
+
+#[derive(Default)]
+struct Captured {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Reads what is available into `buf` up to `cap` bytes. Returns
+/// `Some(true)` when more than `cap` bytes arrived, `Some(false)` at EOF
+/// (the fd is then closed), `None` when it would block.
+fn drain(fd: &mut Option<OwnedFd>, buf: &mut Vec<u8>, cap: usize) -> Option<bool> {
+    let mut chunk = [0u8; 65536];
+    loop {
+        let Some(f) = fd.as_ref() else { return Some(false) };
+        // SAFETY: reading into a valid buffer from a live descriptor.
+        let n = unsafe { libc::read(f.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return None,
+                // EIO on a PTY master once the slave side is closed.
+                _ => {
+                    *fd = None;
+                    return Some(false);
+                }
+            }
+        }
+        if n == 0 {
+            *fd = None;
+            return Some(false);
+        }
+        let n = n as usize;
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+        if n > room {
+            *fd = None;
+            return Some(true);
+        }
+    }
+}
+
+fn feed(fd: &mut Option<OwnedFd>, left: &mut &[u8]) {
+    while let Some(f) = fd.as_ref() {
+        if left.is_empty() {
+            *fd = None;
+            return;
+        }
+        // SAFETY: writing from a valid buffer to a live descriptor.
+        let n = unsafe { libc::write(f.as_raw_fd(), left.as_ptr().cast(), left.len().min(65536)) };
+        if n < 0 {
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return,
+                // EPIPE: the program does not read its input.
+                _ => {
+                    *fd = None;
+                    return;
+                }
+            }
+        }
+        *left = &left[n as usize..];
+    }
+}
+
+fn pollfd(fd: BorrowedFd<'_>, events: i16) -> libc::pollfd {
+    libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 }
+}
+
+fn poll(fds: &mut [libc::pollfd], timeout: Duration) {
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+    // SAFETY: fds is a valid array of pollfd for its length.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+}
+
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
+    let mut fds = [pollfd(fd, libc::POLLIN)];
+    poll(&mut fds, timeout);
+    fds[0].revents != 0
+}
+
+fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled part of a valid buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    got
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: writing from a valid buffer to a live descriptor.
+        let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fresh descriptors on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SandboxError::Io { what: "creating a pipe".into(), source: io::Error::last_os_error() });
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), SandboxError> {
+    // SAFETY: F_GETFL/F_SETFL on a live descriptor.
+    let r = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+    };
+    if r < 0 {
+        return Err(SandboxError::Io { what: "setting O_NONBLOCK".into(), source: io::Error::last_os_error() });
+    }
+    Ok(())
+}
+
+fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let (mut master, mut slave) = (-1, -1);
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty fills two fresh descriptors; name and termios are null.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    if r != 0 {
+        return Err(SandboxError::Io { what: "opening a terminal".into(), source: io::Error::last_os_error() });
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: setting FD_CLOEXEC on a live descriptor.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((master, slave))
+}
+
+/// Makes sure descriptors 0, 1 and 2 are open, so that no pipe of a box
+/// ever gets one of those numbers.
+fn ensure_std_fds_open() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only queries; open of /dev/null returns the lowest
+        // free descriptor, which is `fd` when it was closed.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}
