@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+mod bench;
+
 use evald_sandbox::{FileSpec, Limits, RunSpec, Sandbox, SandboxConfig, Status, Stdin};
 
 #[derive(Parser)]
@@ -22,6 +24,23 @@ struct Cli {
 enum Command {
     /// Run a program locally in the sandbox (needs root)
     Run(RunArgs),
+    /// Benchmarks that print figures (medians, p99, ratios to a baseline)
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Sandbox overhead over a bare process start: /bin/true and python3 -c pass
+    Sandbox {
+        /// Runs of each program, bare and boxed
+        #[arg(long, default_value_t = 500)]
+        iterations: usize,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    },
 }
 
 #[derive(Args)]
@@ -76,6 +95,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Bench { what: BenchCommand::Sandbox { iterations, sandbox } } => {
+            bench_sandbox(iterations, &sandbox)
+        }
     };
     match result {
         Ok(code) => code,
@@ -84,6 +106,29 @@ fn main() -> ExitCode {
             ExitCode::from(125)
         }
     }
+}
+
+fn local_sandbox(args: &SandboxArgs, what: &str, slots: u32) -> Result<(Sandbox, PathBuf)> {
+    let name = format!("{what}-{}", std::process::id());
+    let state_dir = args.state_dir.join(&name);
+    let sandbox = Sandbox::new(SandboxConfig {
+        instance: name,
+        state_dir: state_dir.clone(),
+        uid_base: args.uid_base,
+        slots,
+        ..SandboxConfig::default()
+    })
+    .context("starting the sandbox")?;
+    Ok((sandbox, state_dir))
+}
+
+fn bench_sandbox(iterations: usize, args: &SandboxArgs) -> Result<ExitCode> {
+    anyhow::ensure!(iterations >= 10, "at least 10 iterations are needed");
+    let (sandbox, state_dir) = local_sandbox(args, "bench", 1)?;
+    bench::sandbox(&sandbox, iterations)?;
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(state_dir);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -123,17 +168,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         ..Limits::default()
     };
     spec.validate()?;
-    let sandbox = Sandbox::new(SandboxConfig {
-        instance: format!("run-{}", std::process::id()),
-        state_dir: args.sandbox.state_dir.join(format!("run-{}", std::process::id())),
-        uid_base: args.sandbox.uid_base,
-        slots: 1,
-        ..SandboxConfig::default()
-    })
-    .context("starting the sandbox")?;
+    let (sandbox, state_dir) = local_sandbox(&args.sandbox, "run", 1)?;
     let outcome = sandbox.run(&spec)?;
     drop(sandbox);
-    let _ = std::fs::remove_dir_all(args.sandbox.state_dir.join(format!("run-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(state_dir);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {

@@ -302,7 +302,7 @@ impl Cgroups {
         let v2_has = |c: &str| v2_available.iter().any(|a| a == c);
 
         let mut hierarchies = Vec::new();
-        let mut place_v2 = |hierarchies: &mut Vec<Hierarchy>, controller: Option<&'static str>| {
+        let place_v2 = |hierarchies: &mut Vec<Hierarchy>, controller: Option<&'static str>| {
             let own = v2_own.clone().unwrap_or_default();
             let i = place(hierarchies, CgroupVersion::V2, own, &parent_name);
             if let Some(c) = controller {
@@ -420,7 +420,10 @@ impl Cgroups {
 
     /// The parent directories `<own>/evald-<instance>`, one per hierarchy.
     pub fn parent_dirs(&self) -> Vec<&Path> {
-        self.hierarchies.iter().map(|h| h.parent.as_path()).collect()
+        self.hierarchies
+            .iter()
+            .map(|h| h.parent.as_path())
+            .collect()
     }
 
     fn v2_controller_hierarchy(&self) -> Option<&Hierarchy> {
@@ -475,7 +478,10 @@ impl Cgroups {
                     source,
                 })?;
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stale.entry(entry.file_name()).or_default().push(entry.path());
+                    stale
+                        .entry(entry.file_name())
+                        .or_default()
+                        .push(entry.path());
                 }
             }
         }
@@ -510,12 +516,10 @@ impl Cgroups {
         // on an error below removes exactly what this call made.
         for h in &self.hierarchies {
             let path = h.parent.join(name);
-            self.fs
-                .mkdir(&path)
-                .map_err(|source| CgroupError::Create {
-                    path: path.clone(),
-                    source,
-                })?;
+            self.fs.mkdir(&path).map_err(|source| CgroupError::Create {
+                path: path.clone(),
+                source,
+            })?;
             b.dirs.push(BoxDir {
                 version: h.version,
                 path,
@@ -946,9 +950,9 @@ fn unescape(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c))
-        });
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         let value = octal.and_then(|d| {
             let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
             u8::try_from(v).ok()
