@@ -70,7 +70,13 @@ pub(crate) struct Plan<'a> {
     pub stdout: RawFd,
     pub stderr: RawFd,
     pub pty: bool,
-    pub new_root: CString,
+    /// The template mount namespace (see [`build_template`]).
+    pub mnt_ns: RawFd,
+    /// A network namespace to enter, or -1 when the clone made a new one.
+    pub net_ns: RawFd,
+    /// The persistent workspace directory to bind on `/box`, or -1.
+    pub workspace: RawFd,
+    /// Per-run steps, run inside the private copy of the template.
     pub ops: Vec<Op>,
     pub loopback: bool,
     pub uid: u32,
@@ -94,6 +100,7 @@ pub(crate) mod step {
     pub const HOSTNAME: u32 = 4;
     pub const LOOPBACK: u32 = 5;
     pub const PIVOT: u32 = 6;
+    pub const NAMESPACES: u32 = 10;
     pub const FORK: u32 = 7;
     pub const OOM_ADJ: u32 = 8;
     pub const UNSHARE_CGROUP: u32 = 9;
@@ -115,6 +122,7 @@ pub(crate) mod step {
             HOSTNAME => "setting the host name",
             LOOPBACK => "bringing loopback up",
             PIVOT => "pivot_root",
+            NAMESPACES => "entering the box namespaces",
             FORK => "forking the payload",
             OOM_ADJ => "setting oom_score_adj",
             UNSHARE_CGROUP => "unsharing the cgroup namespace",
@@ -196,7 +204,7 @@ fn close_all_except(keep: &[RawFd]) -> Result<(), ()> {
 /// descriptors are open in this process.
 pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
     let st = plan.status_write;
-    let keep = [plan.sync_read, st, plan.stdin, plan.stdout, plan.stderr];
+    let keep = [plan.sync_read, st, plan.stdin, plan.stdout, plan.stderr, plan.mnt_ns, plan.net_ns, plan.workspace];
     if close_all_except(&keep).is_err() {
         fail(st, step::CLOSE_FDS);
     }
@@ -207,15 +215,26 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
         // SAFETY: the host is gone or failed; nothing to report to.
         unsafe { libc::_exit(1) }
     }
-    // SAFETY: plain system calls on valid, NUL-terminated arguments; each
-    // failure is reported and ends the child.
+    // SAFETY: plain system calls on valid, NUL-terminated arguments and
+    // descriptors of the plan; each failure is reported and ends the child.
     unsafe {
         libc::close(plan.sync_read);
-        if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
-            fail(st, step::UNSHARE_CGROUP);
+        if plan.net_ns >= 0 && libc::setns(plan.net_ns, libc::CLONE_NEWNET) != 0 {
+            fail(st, step::NAMESPACES);
         }
-        if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) != 0 {
-            fail(st, step::PROPAGATION);
+        // Enter the template root, then take a private copy of it: the
+        // template's few mounts are cheap to copy, unlike the host's.
+        if libc::setns(plan.mnt_ns, libc::CLONE_NEWNS) != 0
+            || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) != 0
+        {
+            fail(st, step::NAMESPACES);
+        }
+        libc::close(plan.mnt_ns);
+        if plan.net_ns >= 0 {
+            libc::close(plan.net_ns);
+        }
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            fail(st, step::NAMESPACES);
         }
         let host = b"evald";
         if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
@@ -230,16 +249,8 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
                 fail(st, step::OPS + i as u32);
             }
         }
-        if libc::chdir(plan.new_root.as_ptr()) != 0
-            || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
-            || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0
-            || libc::chdir(c"/".as_ptr()) != 0
-        {
-            fail(st, step::PIVOT);
-        }
-        let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-        if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), ro, ptr::null()) != 0 {
-            fail(st, step::PIVOT);
+        if plan.workspace >= 0 {
+            libc::close(plan.workspace);
         }
 
         let mut err_pipe = [0; 2];
@@ -500,14 +511,11 @@ fn loopback_up() -> Result<(), ()> {
     }
 }
 
-/// Clone flags of a box's init.
-pub(crate) const CLONE_FLAGS: c_ulong = (libc::CLONE_NEWPID
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWNET
-    | libc::CLONE_PIDFD) as c_ulong
-    | libc::SIGCHLD as c_ulong;
+/// Clone flags of a box's init. The mount namespace comes from the
+/// template, the network namespace from the slot (or `CLONE_NEWNET`).
+const CLONE_FLAGS: c_ulong =
+    (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD) as c_ulong
+        | libc::SIGCHLD as c_ulong;
 
 /// Clones the box init. Returns (pid, pidfd) in the parent.
 ///
@@ -520,7 +528,8 @@ pub(crate) unsafe fn spawn(plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)>
     // copy of this address space and only runs `box_init`, which is
     // async-signal-safe.
     let pid = unsafe {
-        libc::syscall(libc::SYS_clone, CLONE_FLAGS, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize)
+        let flags = CLONE_FLAGS | if plan.net_ns < 0 { libc::CLONE_NEWNET as c_ulong } else { 0 };
+        libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize)
     };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
@@ -530,4 +539,108 @@ pub(crate) unsafe fn spawn(plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)>
         unsafe { box_init(plan) }
     }
     Ok((pid as libc::pid_t, pidfd))
+}
+
+/// Builds the template mount namespace shared by every box: a child in a
+/// new mount namespace makes all mounts private, runs `ops` (which build
+/// the root under `new_root`), pivots into it, detaches the host's tree and
+/// makes the root read-only. The host keeps a descriptor of the namespace;
+/// the child then exits. Returns the namespace descriptor.
+///
+/// # Safety
+/// Clones this process; the child runs only async-signal-safe code.
+pub(crate) unsafe fn build_template(new_root: &CStr, ops: &[Op]) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut ready = [0; 2];
+    let mut hold = [0; 2];
+    // SAFETY: pipe2 fills valid descriptors on success.
+    if unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 || libc::pipe2(hold.as_mut_ptr(), libc::O_CLOEXEC) != 0 } {
+        return Err(format!("creating pipes: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the four descriptors are fresh and owned here.
+    let (ready_r, ready_w, hold_r, hold_w) = unsafe {
+        (OwnedFd::from_raw_fd(ready[0]), OwnedFd::from_raw_fd(ready[1]), OwnedFd::from_raw_fd(hold[0]), OwnedFd::from_raw_fd(hold[1]))
+    };
+    use std::os::fd::AsRawFd;
+    let (rw, hr) = (ready_w.as_raw_fd(), hold_r.as_raw_fd());
+    let (rr, hw) = (ready_r.as_raw_fd(), hold_w.as_raw_fd());
+    // SAFETY: fork-like clone; the child only runs async-signal-safe calls
+    // on the prepared `ops` and exits.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, (libc::CLONE_NEWNS | libc::SIGCHLD) as c_ulong, 0usize, 0usize, 0usize, 0usize)
+    };
+    if pid < 0 {
+        return Err(format!("cloning: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: in the fresh child; see the function's contract.
+        unsafe {
+            // The parent's ends: holding them would keep the pipes open.
+            libc::close(rr);
+            libc::close(hw);
+            if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) != 0 {
+                fail(rw, step::PROPAGATION);
+            }
+            libc::umask(0);
+            for (i, op) in ops.iter().enumerate() {
+                if run_op(op).is_err() {
+                    fail(rw, step::OPS + i as u32);
+                }
+            }
+            if libc::chdir(new_root.as_ptr()) != 0
+                || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
+                || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0
+                || libc::chdir(c"/".as_ptr()) != 0
+            {
+                fail(rw, step::PIVOT);
+            }
+            let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+            if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), ro, ptr::null()) != 0 {
+                fail(rw, step::PIVOT);
+            }
+            send(rw, report::EXITED, 0, 0);
+            let mut b = 0u8;
+            libc::read(hr, (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    drop(ready_w);
+    drop(hold_r);
+    let mut buf = [0u8; 12];
+    // SAFETY: reading into a valid buffer.
+    let n = unsafe { libc::read(ready_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    let result = if n == 12 && word(0) == report::EXITED {
+        std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+            .map(OwnedFd::from)
+            .map_err(|e| format!("opening the template namespace: {e}"))
+    } else if n == 12 {
+        let what = match word(4).checked_sub(step::OPS).and_then(|i| ops.get(i as usize)) {
+            Some(op) => op.describe(),
+            None => step::name(word(4)).to_owned(),
+        };
+        Err(format!("{what}: {}", std::io::Error::from_raw_os_error(word(8) as i32)))
+    } else {
+        Err("the template builder died".to_owned())
+    };
+    drop(hold_w);
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    result
+}
+
+/// Creates a network namespace (only its loopback interface, down) and
+/// returns a descriptor of it. Runs on a short-lived thread: a network
+/// namespace can be unshared per thread, so no process is forked.
+pub(crate) fn new_net_ns() -> std::io::Result<std::os::fd::OwnedFd> {
+    std::thread::spawn(|| {
+        // SAFETY: unshare only changes this short-lived thread's namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::fs::File::open("/proc/thread-self/ns/net").map(std::os::fd::OwnedFd::from)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
 }

@@ -89,9 +89,11 @@ struct Inner {
     config: SandboxConfig,
     cgroups: Cgroups,
     seccomp: SeccompPolicy,
-    new_root: PathBuf,
-    /// Root-building steps shared by every box (paths under `new_root`).
-    base_ops: Vec<Op>,
+    /// The template mount namespace every box starts from.
+    template: OwnedFd,
+    /// One network namespace per slot (loopback down), reused run after run:
+    /// creating one per run costs more than the rest of a box start.
+    net_ns: Vec<OwnedFd>,
     dev_null: OwnedFd,
     free_slots: Mutex<Vec<u32>>,
     counter: AtomicU64,
@@ -119,7 +121,15 @@ impl Sandbox {
             tracing::warn!(swept, "removed stale boxes of an earlier run");
         }
         let seccomp = SeccompPolicy::compile()?;
-        let base_ops = base_ops(&new_root, &config.read_only_binds);
+        let users: Vec<u32> = (0..=config.slots).map(|i| config.uid_base + i).collect();
+        let base_ops = base_ops(&new_root, &config.read_only_binds, &users);
+        // SAFETY: build_template's child only runs the prepared ops.
+        let template = unsafe { launch::build_template(&cpath(&new_root), &base_ops) }
+            .map_err(|e| SandboxError::Setup(format!("building the box root: {e}")))?;
+        let net_ns = (0..config.slots)
+            .map(|_| launch::new_net_ns())
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(io_err("creating network namespaces"))?;
         let dev_null = fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?.into();
         let free_slots = Mutex::new((0..config.slots).rev().collect());
         Ok(Sandbox {
@@ -127,8 +137,8 @@ impl Sandbox {
                 config,
                 cgroups,
                 seccomp,
-                new_root,
-                base_ops,
+                template,
+                net_ns,
                 dev_null,
                 free_slots,
                 counter: AtomicU64::new(0),
@@ -198,16 +208,29 @@ impl Sandbox {
         let stdio = Stdio::new(&spec.stdin, &self.inner.dev_null)?;
         let (sync_read, sync_write) = pipe()?;
         let (status_read, status_write) = pipe()?;
-        let uid = workspace.map_or(self.inner.config.uid_base + slot, Workspace::uid);
-        let mut plan = self.plan(spec, workspace, uid, &stdio)?;
+        let uid = match workspace {
+            Some(_) => self.workspace_uid(),
+            None => self.inner.config.uid_base + slot,
+        };
+        let workspace_dir = match workspace {
+            Some(w) => Some(fs::File::open(w.path()).map_err(io_err(format!("opening {}", w.path().display())))?),
+            None => None,
+        };
+        let mut plan = self.plan(spec, workspace_dir.as_ref().map(|f| f.as_raw_fd()), uid, &stdio)?;
         plan.sync_read = sync_read.as_raw_fd();
         plan.status_write = status_write.as_raw_fd();
+        plan.mnt_ns = self.inner.template.as_raw_fd();
+        plan.net_ns = match spec.network {
+            Network::None => self.inner.net_ns[slot as usize].as_raw_fd(),
+            Network::Loopback => -1,
+        };
         // SAFETY: the plan's descriptors are open until after spawn returns.
         let (pid, pidfd) = unsafe { launch::spawn(&plan) }.map_err(io_err("cloning the box init"))?;
         // SAFETY: spawn returned a fresh pidfd that nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let ops = std::mem::take(&mut plan.ops);
         drop(plan);
+        drop(workspace_dir);
         drop(sync_read);
         drop(status_write);
         let parent_ends = stdio.into_parent_ends();
@@ -244,75 +267,86 @@ impl Sandbox {
         free.pop().ok_or(SandboxError::Busy(self.inner.config.slots))
     }
 
+    /// The user id of every box that runs in a persistent workspace (files
+    /// persist across runs, so their owner must too).
+    pub fn workspace_uid(&self) -> u32 {
+        self.inner.config.uid_base + self.inner.config.slots
+    }
+
+    /// Creates a persistent workspace named `name` (letters, digits, `-`,
+    /// `_`) of `size_bytes`, owned by [`Sandbox::workspace_uid`].
+    pub fn create_workspace(&self, name: &str, size_bytes: u64) -> Result<Workspace, crate::WorkspaceError> {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(SpecError::BadPath { path: name.into(), reason: "workspace names are 1-64 letters, digits, - or _" }.into());
+        }
+        let path = self.inner.config.state_dir.join("workspaces").join(name);
+        Workspace::create(&path, size_bytes, self.workspace_uid())
+    }
+
     fn plan<'a>(
         &'a self,
         spec: &RunSpec,
-        workspace: Option<&Workspace>,
+        workspace: Option<RawFd>,
         uid: u32,
         stdio: &Stdio,
     ) -> Result<Plan<'a>, SandboxError> {
-        let root = &self.inner.new_root;
-        let mut ops = self.inner.base_ops.clone();
-        let at = |p: &str| cpath(&root.join(p.trim_start_matches('/')));
-        let passwd = format!(
-            "root:x:0:0:root:/root:/usr/sbin/nologin\nevald:x:{uid}:{uid}:evald:{WORKSPACE_DIR}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        );
-        let group = format!("root:x:0:\nevald:x:{uid}:\nnogroup:x:65534:\n");
-        for (name, content) in [
-            ("etc/passwd", passwd.into_bytes()),
-            ("etc/group", group.into_bytes()),
-            ("etc/hosts", b"127.0.0.1 localhost evald\n::1 localhost\n".to_vec()),
-        ] {
-            ops.push(Op::WriteFile { path: at(name), content, mode: 0o644, owner: None });
-        }
+        let at = |p: &str| cstr(p);
+        let mut ops = Vec::with_capacity(8 + 3 * spec.files.len());
         let size = spec.limits.disk_bytes;
         let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
-        ops.push(tmpfs(at("dev/shm"), nosuid_nodev, &format!("size={size},mode=1777")));
-        ops.push(Op::RemountRo { path: at("dev"), flags: libc::MS_NOSUID | libc::MS_NOEXEC });
-        ops.push(tmpfs(at("tmp"), nosuid_nodev, &format!("size={size},mode=1777")));
-        let ws = at(WORKSPACE_DIR);
+        ops.push(Op::Mount {
+            src: c"proc".into(),
+            dst: at("/proc"),
+            fstype: c"proc".into(),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: CString::default(),
+        });
+        ops.push(tmpfs(at("/dev/shm"), nosuid_nodev, &format!("size={size},mode=1777")));
+        ops.push(tmpfs(at("/tmp"), nosuid_nodev, &format!("size={size},mode=1777")));
         match workspace {
-            Some(w) => {
+            Some(fd) => {
                 ops.push(Op::Mount {
-                    src: cpath(w.path()),
-                    dst: ws.clone(),
+                    src: cstr(&format!("/proc/self/fd/{fd}")),
+                    dst: at(WORKSPACE_DIR),
                     fstype: CString::default(),
                     flags: libc::MS_BIND,
                     data: CString::default(),
                 });
                 ops.push(Op::Mount {
                     src: CString::default(),
-                    dst: ws,
+                    dst: at(WORKSPACE_DIR),
                     fstype: CString::default(),
                     flags: libc::MS_BIND | libc::MS_REMOUNT | nosuid_nodev,
                     data: CString::default(),
                 });
             }
             None => {
-                ops.push(tmpfs(ws, nosuid_nodev, &format!("size={size},mode=0755,uid={uid},gid={uid}")));
+                ops.push(tmpfs(at(WORKSPACE_DIR), nosuid_nodev, &format!("size={size},mode=0755,uid={uid},gid={uid}")));
             }
         }
+        if workspace.is_some() && !spec.files.is_empty() {
+            return Err(SandboxError::Setup(
+                "configuring: files go into a persistent workspace with Workspace::write_file".into(),
+            ));
+        }
         let mut dirs = BTreeSet::new();
+        let ws_root = Path::new(WORKSPACE_DIR);
         for file in &spec.files {
             let rel = Path::new(&file.path);
-            for dir in rel.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()).collect::<Vec<_>>().into_iter().rev() {
+            let parents: Vec<_> = rel.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()).collect();
+            for dir in parents.into_iter().rev() {
                 if dirs.insert(dir.to_path_buf()) {
-                    let path = cpath(&root.join("box").join(dir));
+                    let path = cpath(&ws_root.join(dir));
                     ops.push(Op::Mkdir { path: path.clone(), mode: 0o755 });
                     ops.push(Op::Chown { path, uid, gid: uid });
                 }
             }
             ops.push(Op::WriteFile {
-                path: cpath(&root.join("box").join(rel)),
+                path: cpath(&ws_root.join(rel)),
                 content: file.content.clone(),
                 mode: if file.executable { 0o755 } else { 0o644 },
                 owner: Some((uid, uid)),
             });
-        }
-        if let (Some(_), false) = (workspace, spec.files.is_empty()) {
-            return Err(SandboxError::Setup(
-                "configuring: files go into a persistent workspace with Workspace::write_file".into(),
-            ));
         }
 
         let l = &spec.limits;
@@ -346,7 +380,9 @@ impl Sandbox {
             stdout: stdio.child_stdout,
             stderr: stdio.child_stderr,
             pty,
-            new_root: cpath(root),
+            mnt_ns: -1,
+            net_ns: -1,
+            workspace: workspace.unwrap_or(-1),
             ops,
             loopback: spec.network == Network::Loopback,
             uid,
@@ -385,7 +421,7 @@ impl Drop for SlotGuard {
 }
 
 /// Shared layout of every box's root (see docs/security.md).
-fn base_ops(root: &Path, binds: &[PathBuf]) -> Vec<Op> {
+fn base_ops(root: &Path, binds: &[PathBuf], users: &[u32]) -> Vec<Op> {
     let at = |p: &str| cpath(&root.join(p));
     let mut ops = vec![tmpfs(at(""), libc::MS_NOSUID | libc::MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")];
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
@@ -428,13 +464,21 @@ fn base_ops(root: &Path, binds: &[PathBuf]) -> Vec<Op> {
         }
         ops.push(Op::BindRo { src: cpath(host), dst, flags: ro });
     }
-    ops.push(Op::Mount {
-        src: c"proc".into(),
-        dst: at("proc"),
-        fstype: c"proc".into(),
-        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: CString::default(),
-    });
+    let mut passwd = String::from("root:x:0:0:root:/root:/usr/sbin/nologin\n");
+    let mut group = String::from("root:x:0:\n");
+    for uid in users {
+        passwd.push_str(&format!("evald:x:{uid}:{uid}:evald:{WORKSPACE_DIR}:/bin/sh\n"));
+        group.push_str(&format!("evald:x:{uid}:\n"));
+    }
+    passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    group.push_str("nogroup:x:65534:\n");
+    for (name, content) in [
+        ("etc/passwd", passwd.into_bytes()),
+        ("etc/group", group.into_bytes()),
+        ("etc/hosts", b"127.0.0.1 localhost evald\n::1 localhost\n".to_vec()),
+    ] {
+        ops.push(Op::WriteFile { path: at(name), content, mode: 0o644, owner: None });
+    }
     ops.push(tmpfs(at("dev"), libc::MS_NOSUID | libc::MS_NOEXEC, "size=64k,nr_inodes=64,mode=0755"));
     for (name, major, minor) in
         [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
@@ -451,6 +495,7 @@ fn base_ops(root: &Path, binds: &[PathBuf]) -> Vec<Op> {
         ops.push(Op::Symlink { target: cstr(target), link: at(&format!("dev/{name}")) });
     }
     ops.push(Op::Mkdir { path: at("dev/shm"), mode: 0o755 });
+    ops.push(Op::RemountRo { path: at("dev"), flags: libc::MS_NOSUID | libc::MS_NOEXEC });
     ops
 }
 
@@ -781,9 +826,9 @@ impl Running {
         let n = read_some(self.status_read.as_fd(), &mut buf);
         let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
         let (kind, a, b) = if n == 12 { (word(0), word(4), word(8)) } else { (0, 0, 0) };
-        if let Err(e) = self.cgroup.kill_all() {
-            tracing::warn!(error = %e, "killing leftover box processes");
-        }
+        // No kill is needed here: the init of a pid namespace exits only
+        // after every other process of the namespace is gone, and every
+        // process of the box descends from that init.
         let usage = self.cgroup.usage();
         let mut facts = self.killed;
         let mut error = None;
