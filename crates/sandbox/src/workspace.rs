@@ -41,6 +41,8 @@ pub struct Entry {
     pub path: String,
     pub is_dir: bool,
     pub size: u64,
+    /// Any execute bit is set.
+    pub executable: bool,
 }
 
 /// A mounted workspace. [`Workspace::destroy`] (or drop) unmounts it.
@@ -188,10 +190,12 @@ impl Workspace {
             let file = fs::File::from(child);
             let Ok(meta) = file.metadata() else { continue };
             if meta.is_dir() {
-                out.push(Entry { path: path.clone(), is_dir: true, size: 0 });
+                out.push(Entry { path: path.clone(), is_dir: true, size: 0, executable: false });
                 self.list_dir(Some(&OwnedFd::from(file)), &path, out, max, depth + 1)?;
             } else if meta.is_file() {
-                out.push(Entry { path, is_dir: false, size: meta.len() });
+                use std::os::unix::fs::PermissionsExt;
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                out.push(Entry { path, is_dir: false, size: meta.len(), executable });
             }
         }
         Ok(())

@@ -1,0 +1,388 @@
+//! Repository rules, checked as a test (after rust-analyzer's `tidy.rs`).
+//!
+//! Each rule names the files that break it, with line numbers, so a failure
+//! says what to fix. The rules:
+//! - `unsafe` code exists only in `crates/sandbox`; every other crate's
+//!   `lib.rs` / `main.rs` says `#![forbid(unsafe_code)]`;
+//! - every `unsafe` block or impl in `crates/sandbox/src` (tests included)
+//!   has a `// SAFETY:` comment right above it;
+//! - no debugging leftovers (`dbg!`), and library crates print nothing
+//!   (they log through `tracing`);
+//! - no file names a package registry's host (the lock file aside);
+//! - `.ci/run` and `scripts/setup` install the same Debian packages.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// Every `.rs` file beneath `dir`, sorted.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The crates of the workspace: (name of the directory, its path).
+fn crates() -> Vec<(String, PathBuf)> {
+    let mut out: Vec<_> = fs::read_dir(root().join("crates"))
+        .expect("crates/")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .map(|p| {
+            (
+                p.file_name().expect("name").to_string_lossy().into_owned(),
+                p,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The code of one line: without its `//` comment and with the contents of
+/// string and character literals blanked, so that text in comments and
+/// strings never counts. Line-based, so good enough for these rules (a
+/// string continued over several lines is not tracked).
+fn code_part(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_string {
+            match c {
+                '\\' => i += 1,
+                '"' => {
+                    in_string = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            '/' if chars.get(i + 1) == Some(&'/') => break,
+            '"' => {
+                in_string = true;
+                out.push('"');
+            }
+            // A character literal such as '\'' or '"' (not a lifetime).
+            '\'' if chars.get(i + 1) == Some(&'\\') => {
+                let end = (i + 3..chars.len())
+                    .find(|&j| chars[j] == '\'')
+                    .unwrap_or(chars.len());
+                out.push_str("' '");
+                i = end;
+            }
+            '\'' if chars.get(i + 2) == Some(&'\'') => {
+                out.push_str("' '");
+                i += 2;
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether `word` occurs in `text` as a whole identifier.
+fn has_word(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn assert_none(rule: &str, violations: Vec<String>) {
+    assert!(
+        violations.is_empty(),
+        "{rule}:\n  {}",
+        violations.join("\n  ")
+    );
+}
+
+#[test]
+fn unsafe_code_only_in_the_sandbox_crate() {
+    let mut violations = Vec::new();
+    for (name, dir) in crates() {
+        if name == "sandbox" {
+            continue;
+        }
+        for file in rust_files(&dir) {
+            for (i, line) in read(&file).lines().enumerate() {
+                if has_word(&code_part(line), "unsafe") {
+                    violations.push(format!("{}:{}: {}", relative(&file), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert_none("`unsafe` outside crates/sandbox", violations);
+}
+
+#[test]
+fn crates_other_than_the_sandbox_forbid_unsafe_code() {
+    let attribute = "#![forbid(unsafe_code)]";
+    let mut violations = Vec::new();
+    for (name, dir) in crates() {
+        if name == "sandbox" {
+            continue;
+        }
+        let mut roots: Vec<PathBuf> = ["src/lib.rs", "src/main.rs"]
+            .iter()
+            .map(|f| dir.join(f))
+            .filter(|p| p.is_file())
+            .collect();
+        roots.extend(rust_files(&dir.join("src/bin")));
+        if roots.is_empty() {
+            violations.push(format!("crates/{name}: no src/lib.rs or src/main.rs"));
+        }
+        for file in roots {
+            if !read(&file).lines().any(|l| l.trim() == attribute) {
+                violations.push(format!("{}: missing {attribute}", relative(&file)));
+            }
+        }
+    }
+    assert_none("crate roots without #![forbid(unsafe_code)]", violations);
+}
+
+/// The comment block (and attributes) right above line `i`, plus the three
+/// lines above it, must contain `// SAFETY:`; so may the line itself.
+fn has_safety_comment(lines: &[&str], i: usize) -> bool {
+    let is_safety = |l: &str| l.trim_start().starts_with("// SAFETY:") || l.contains("// SAFETY:");
+    if is_safety(lines[i]) || lines[i.saturating_sub(3)..i].iter().any(|l| is_safety(l)) {
+        return true;
+    }
+    let mut j = i;
+    while j > 0 {
+        j -= 1;
+        let l = lines[j].trim_start();
+        if is_safety(l) {
+            return true;
+        }
+        if !(l.starts_with("//") || l.starts_with("#[")) {
+            return false;
+        }
+    }
+    false
+}
+
+#[test]
+fn every_unsafe_block_in_the_sandbox_has_a_safety_comment() {
+    let mut violations = Vec::new();
+    for file in rust_files(&root().join("crates/sandbox/src")) {
+        let text = read(&file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = code_part(line);
+            let block = code.contains("unsafe {") || code.trim_end().ends_with("unsafe");
+            let unsafe_impl = code.contains("unsafe impl");
+            if (block || unsafe_impl) && !has_safety_comment(&lines, i) {
+                violations.push(format!("{}:{}: {}", relative(&file), i + 1, line.trim()));
+            }
+        }
+    }
+    assert_none(
+        "`unsafe` without a `// SAFETY:` comment right above",
+        violations,
+    );
+}
+
+#[test]
+fn no_debugging_leftovers() {
+    let dbg = ["dbg", "!("].concat();
+    let mut violations = Vec::new();
+    for file in rust_files(&root().join("crates")) {
+        for (i, line) in read(&file).lines().enumerate() {
+            if code_part(line).contains(&dbg) {
+                violations.push(format!("{}:{}: {}", relative(&file), i + 1, line.trim()));
+            }
+        }
+    }
+    assert_none("dbg! left in the code", violations);
+}
+
+#[test]
+fn library_crates_print_nothing() {
+    let macros = ["println!(", "eprintln!(", "print!(", "eprint!("];
+    let mut violations = Vec::new();
+    for (_, dir) in crates() {
+        if !dir.join("src/lib.rs").is_file() {
+            continue;
+        }
+        for file in rust_files(&dir.join("src")) {
+            for (i, line) in read(&file).lines().enumerate() {
+                let code = code_part(line);
+                if macros.iter().any(|m| has_macro(&code, m)) {
+                    violations.push(format!("{}:{}: {}", relative(&file), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert_none(
+        "library code printing instead of logging through tracing",
+        violations,
+    );
+}
+
+/// `print!(` must not match inside `eprint!(` or `sprint!(`.
+fn has_macro(code: &str, mac: &str) -> bool {
+    code.match_indices(mac).any(|(i, _)| {
+        !code[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+/// Files under version control (or, outside a git checkout, every file but
+/// `target/` and `.git/`).
+fn repository_files() -> Vec<PathBuf> {
+    let root = root();
+    let listed = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["ls-files", "-z"])
+        .output();
+    if let Ok(out) = listed {
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .split('\0')
+                .filter(|p| !p.is_empty())
+                .map(|p| root.join(p))
+                .filter(|p| p.is_file())
+                .collect();
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("directory") {
+            let path = entry.expect("directory entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            if path.is_dir() {
+                if name != "target" && name != ".git" && name != "node_modules" {
+                    stack.push(path);
+                }
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_file_names_a_package_registry_host() {
+    // Built by concatenation so that this file does not name them itself.
+    let hosts = [
+        ["crates", ".io"].concat(),
+        ["pypi", ".org"].concat(),
+        ["npm", "js"].concat(),
+        ["deb", ".debian", ".org"].concat(),
+    ];
+    let mut violations = Vec::new();
+    for file in repository_files() {
+        if file.file_name().is_some_and(|n| n == "Cargo.lock") {
+            continue;
+        }
+        // Binary files are skipped.
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            for host in &hosts {
+                if line.to_lowercase().contains(host.as_str()) {
+                    violations.push(format!("{}:{}: names {host}", relative(&file), i + 1));
+                }
+            }
+        }
+    }
+    assert_none("package registry host names in the repository", violations);
+}
+
+/// The value of the `PACKAGES="..."` line of a shell script, as a sorted list.
+fn packages_of(script: &Path) -> Vec<String> {
+    let text = read(script);
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PACKAGES="))
+        .unwrap_or_else(|| panic!("{} has no PACKAGES= line", relative(script)));
+    let mut list: Vec<String> = line
+        .trim_matches('"')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    list.sort();
+    list
+}
+
+#[test]
+fn ci_and_setup_install_the_same_packages() {
+    let root = root();
+    assert_eq!(
+        packages_of(&root.join(".ci/run")),
+        packages_of(&root.join("scripts/setup")),
+        ".ci/run and scripts/setup must install the same Debian packages"
+    );
+}
+
+#[test]
+fn code_part_drops_comments_and_literals() {
+    assert_eq!(
+        code_part(r#"let a = "x // un safe"; // z"#),
+        r#"let a = ""; "#
+    );
+    assert_eq!(
+        code_part(r#"f('"', b'\'', "\"q\"") // c"#),
+        r#"f(' ', b' ', "") "#
+    );
+    assert_eq!(
+        code_part("fn f<'a>(x: &'a str) {}"),
+        "fn f<'a>(x: &'a str) {}"
+    );
+    assert!(has_word("x = unsafe { y }", "unsafe"));
+    assert!(!has_word("#![forbid(unsafe_code)]", "unsafe"));
+    assert!(has_macro("eprintln!(\"x\")", "eprintln!("));
+    assert!(!has_macro("eprintln!(\"x\")", "println!("));
+}

@@ -1,0 +1,5 @@
+/* Burns CPU forever. */
+int main(void) {
+    for (;;)
+        __asm__ volatile("" ::: "memory");
+}
