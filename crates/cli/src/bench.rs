@@ -58,10 +58,9 @@ pub fn sandbox(sandbox: &Sandbox, iterations: usize) -> Result<()> {
         "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "program", "bare p50", "bare p99", "box p50", "box p99", "p50 diff", "ratio"
     );
-    for (name, program, args) in [
-        ("/bin/true", "/bin/true", &[][..]),
-        ("python3 -c pass", "/usr/bin/python3", &["-c", "pass"][..]),
-    ] {
+    for (name, program, args) in
+        [("/bin/true", "/bin/true", &[][..]), ("python3 -c pass", "/usr/bin/python3", &["-c", "pass"][..])]
+    {
         let (bare, boxed) = compare(sandbox, program, args, iterations)?;
         println!(
             "{:<22} {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>8.3}ms {:>+8.3}ms {:>7.2}x",

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 mod bench;
+mod languages;
 
 use evald_sandbox::{FileSpec, Limits, RunSpec, Sandbox, SandboxConfig, Status, Stdin};
 
@@ -24,10 +25,33 @@ struct Cli {
 enum Command {
     /// Run a program locally in the sandbox (needs root)
     Run(RunArgs),
+    /// List the installed languages, or install their packages
+    Languages {
+        #[command(subcommand)]
+        action: Option<LanguagesCommand>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// The language catalogue directory
+        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages", global = true)]
+        languages_dir: PathBuf,
+    },
     /// Benchmarks that print figures (medians, p99, ratios to a baseline)
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LanguagesCommand {
+    /// Install the Debian and npm packages of languages (needs root)
+    Install {
+        /// Language ids or aliases
+        ids: Vec<String>,
+        /// Every catalogued language
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
     },
 }
 
@@ -95,9 +119,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Bench { what: BenchCommand::Sandbox { iterations, sandbox } } => {
-            bench_sandbox(iterations, &sandbox)
+        Command::Languages { action: None, json, languages_dir } => languages::list(&languages_dir, json),
+        Command::Languages { action: Some(LanguagesCommand::Install { ids, all }), languages_dir, .. } => {
+            languages::install(&languages_dir, &ids, all)
         }
+        Command::Bench { what: BenchCommand::Sandbox { iterations, sandbox } } => bench_sandbox(iterations, &sandbox),
     };
     match result {
         Ok(code) => code,
@@ -119,6 +145,10 @@ fn local_sandbox(args: &SandboxArgs, what: &str, slots: u32) -> Result<(Sandbox,
         ..SandboxConfig::default()
     })
     .context("starting the sandbox")?;
+    let swept = sandbox.sweep_dead_instances(&format!("{what}-"));
+    if swept > 0 {
+        tracing::info!(swept, "removed what crashed earlier runs left behind");
+    }
     Ok((sandbox, state_dir))
 }
 

@@ -59,7 +59,12 @@ pub struct CompileCache {
 
 impl CompileCache {
     pub fn new(capacity_bytes: u64) -> CompileCache {
-        CompileCache { capacity: capacity_bytes, state: Mutex::default(), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        CompileCache {
+            capacity: capacity_bytes,
+            state: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     pub fn get(&self, key: &Key) -> Option<Arc<Vec<FileSpec>>> {

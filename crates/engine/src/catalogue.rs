@@ -191,7 +191,12 @@ fn validate(path: &str, f: &LanguageFile) -> Result<(), CatalogueError> {
     if evald_sandbox::check_relative_path(&f.main).is_err() {
         return bad(format!("invalid main file {:?}", f.main));
     }
-    for (what, cmd) in [("run", Some(&f.run)), ("compile", f.compile.as_ref()), ("repl", f.repl.as_ref()), ("version", Some(&f.version))] {
+    for (what, cmd) in [
+        ("run", Some(&f.run)),
+        ("compile", f.compile.as_ref()),
+        ("repl", f.repl.as_ref()),
+        ("version", Some(&f.version)),
+    ] {
         if let Some(cmd) = cmd {
             if cmd.is_empty() || !cmd[0].starts_with('/') {
                 return bad(format!("{what} must be a non-empty command starting with an absolute path"));

@@ -443,7 +443,9 @@ pub fn same_output(actual: &[u8], expected: &[u8]) -> bool {
 }
 
 fn parse_range(r: &str) -> Option<semver::VersionReq> {
-    let plain = !r.is_empty() && r.split('.').count() <= 3 && r.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let plain = !r.is_empty()
+        && r.split('.').count() <= 3
+        && r.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     let text = if plain { format!("={r}") } else { r.to_owned() };
     semver::VersionReq::parse(&text).ok()
 }

@@ -88,17 +88,21 @@ impl StageLimits {
     pub fn resolve(&self, stage: &'static str, req: &LimitRequest, floor: &LimitRequest) -> Result<Limits, LimitError> {
         let d = &self.default;
         let m = &self.max;
-        let pick = |field: &'static str, asked: Option<u64>, floor: Option<u64>, default: u64, max: u64| {
-            match asked {
-                Some(0) => Err(LimitError::Zero { stage, field }),
-                Some(v) if v > max => Err(LimitError::TooLarge { stage, field, max }),
-                Some(v) => Ok(v),
-                None => Ok(floor.map_or(default, |f| f.max(default)).min(max)),
-            }
+        let pick = |field: &'static str, asked: Option<u64>, floor: Option<u64>, default: u64, max: u64| match asked {
+            Some(0) => Err(LimitError::Zero { stage, field }),
+            Some(v) if v > max => Err(LimitError::TooLarge { stage, field, max }),
+            Some(v) => Ok(v),
+            None => Ok(floor.map_or(default, |f| f.max(default)).min(max)),
         };
         let ms = |d: Duration| d.as_millis() as u64;
         Ok(Limits {
-            wall_time: Duration::from_millis(pick("wall_ms", req.wall_ms, floor.wall_ms, ms(d.wall_time), ms(m.wall_time))?),
+            wall_time: Duration::from_millis(pick(
+                "wall_ms",
+                req.wall_ms,
+                floor.wall_ms,
+                ms(d.wall_time),
+                ms(m.wall_time),
+            )?),
             cpu_time: Duration::from_millis(pick("cpu_ms", req.cpu_ms, floor.cpu_ms, ms(d.cpu_time), ms(m.cpu_time))?),
             memory_bytes: pick("memory_bytes", req.memory_bytes, floor.memory_bytes, d.memory_bytes, m.memory_bytes)?,
             processes: pick(

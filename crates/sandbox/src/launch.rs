@@ -27,16 +27,48 @@ use crate::seccomp::SeccompPolicy;
 /// host paths under the new root (before `pivot_root`).
 #[derive(Clone)]
 pub(crate) enum Op {
-    Mkdir { path: CString, mode: libc::mode_t },
-    Mount { src: CString, dst: CString, fstype: CString, flags: c_ulong, data: CString },
+    Mkdir {
+        path: CString,
+        mode: libc::mode_t,
+    },
+    Mount {
+        src: CString,
+        dst: CString,
+        fstype: CString,
+        flags: c_ulong,
+        data: CString,
+    },
     /// Bind `src` on `dst`, then remount it read-only with `flags`.
-    BindRo { src: CString, dst: CString, flags: c_ulong },
-    Symlink { target: CString, link: CString },
-    Mknod { path: CString, mode: libc::mode_t, dev: libc::dev_t },
-    WriteFile { path: CString, content: Vec<u8>, mode: libc::mode_t, owner: Option<(u32, u32)> },
-    Chown { path: CString, uid: u32, gid: u32 },
+    BindRo {
+        src: CString,
+        dst: CString,
+        flags: c_ulong,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Mknod {
+        path: CString,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    },
+    WriteFile {
+        path: CString,
+        content: Vec<u8>,
+        mode: libc::mode_t,
+        owner: Option<(u32, u32)>,
+    },
+    Chown {
+        path: CString,
+        uid: u32,
+        gid: u32,
+    },
     /// Make an already mounted file system read-only.
-    RemountRo { path: CString, flags: c_ulong },
+    RemountRo {
+        path: CString,
+        flags: c_ulong,
+    },
 }
 
 impl Op {
@@ -355,9 +387,12 @@ unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
         if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
             payload_fail(err, step::PAYLOAD_CAPS);
         }
-        if libc::setgroups(0, ptr::null()) != 0
-            || libc::setresgid(plan.gid, plan.gid, plan.gid) != 0
-            || libc::setresuid(plan.uid, plan.uid, plan.uid) != 0
+        // Raw system calls, not glibc's wrappers: in a child forked from a
+        // multi-threaded process glibc still believes the other threads
+        // exist and would wait forever for them to change their ids too.
+        if libc::syscall(libc::SYS_setgroups, 0usize, ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) != 0
+            || libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) != 0
         {
             payload_fail(err, step::PAYLOAD_IDS);
         }
@@ -429,13 +464,9 @@ fn run_op(op: &Op) -> Result<(), ()> {
     unsafe {
         match op {
             Op::Mkdir { path, mode } => ok(libc::mkdir(path.as_ptr(), *mode)),
-            Op::Mount { src, dst, fstype, flags, data } => ok(libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                fstype.as_ptr(),
-                *flags,
-                data.as_ptr().cast(),
-            )),
+            Op::Mount { src, dst, fstype, flags, data } => {
+                ok(libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), *flags, data.as_ptr().cast()))
+            }
             Op::BindRo { src, dst, flags } => {
                 ok(libc::mount(src.as_ptr(), dst.as_ptr(), ptr::null(), libc::MS_BIND | libc::MS_REC, ptr::null()))?;
                 let f = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | *flags;
@@ -513,9 +544,9 @@ fn loopback_up() -> Result<(), ()> {
 
 /// Clone flags of a box's init. The mount namespace comes from the
 /// template, the network namespace from the slot (or `CLONE_NEWNET`).
-const CLONE_FLAGS: c_ulong =
-    (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD) as c_ulong
-        | libc::SIGCHLD as c_ulong;
+const CLONE_FLAGS: c_ulong = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD)
+    as c_ulong
+    | libc::SIGCHLD as c_ulong;
 
 /// Clones the box init. Returns (pid, pidfd) in the parent.
 ///
@@ -554,12 +585,19 @@ pub(crate) unsafe fn build_template(new_root: &CStr, ops: &[Op]) -> Result<std::
     let mut ready = [0; 2];
     let mut hold = [0; 2];
     // SAFETY: pipe2 fills valid descriptors on success.
-    if unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 || libc::pipe2(hold.as_mut_ptr(), libc::O_CLOEXEC) != 0 } {
+    if unsafe {
+        libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0 || libc::pipe2(hold.as_mut_ptr(), libc::O_CLOEXEC) != 0
+    } {
         return Err(format!("creating pipes: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: the four descriptors are fresh and owned here.
     let (ready_r, ready_w, hold_r, hold_w) = unsafe {
-        (OwnedFd::from_raw_fd(ready[0]), OwnedFd::from_raw_fd(ready[1]), OwnedFd::from_raw_fd(hold[0]), OwnedFd::from_raw_fd(hold[1]))
+        (
+            OwnedFd::from_raw_fd(ready[0]),
+            OwnedFd::from_raw_fd(ready[1]),
+            OwnedFd::from_raw_fd(hold[0]),
+            OwnedFd::from_raw_fd(hold[1]),
+        )
     };
     use std::os::fd::AsRawFd;
     let (rw, hr) = (ready_w.as_raw_fd(), hold_r.as_raw_fd());

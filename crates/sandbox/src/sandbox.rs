@@ -26,14 +26,8 @@ const CPU_POLL: Duration = Duration::from_millis(10);
 
 /// Host paths bound read-only into every box (when they exist), besides
 /// `/usr` and the `/bin`, `/lib*`, `/sbin` links.
-pub const DEFAULT_READ_ONLY_BINDS: &[&str] = &[
-    "/etc/alternatives",
-    "/etc/ld.so.cache",
-    "/etc/ssl",
-    "/etc/java-17-openjdk",
-    "/etc/localtime",
-    "/etc/mime.types",
-];
+pub const DEFAULT_READ_ONLY_BINDS: &[&str] =
+    &["/etc/alternatives", "/etc/ld.so.cache", "/etc/ssl", "/etc/java-17-openjdk", "/etc/localtime", "/etc/mime.types"];
 
 /// Start-up settings of a [`Sandbox`].
 #[derive(Debug, Clone)]
@@ -144,6 +138,36 @@ impl Sandbox {
                 counter: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Removes what earlier processes left behind when their instance name
+    /// is `<prefix><pid>` and that pid no longer exists (one-shot command
+    /// line runs name their instance so); returns how many were swept.
+    pub fn sweep_dead_instances(&self, prefix: &str) -> usize {
+        let mut names = BTreeSet::new();
+        for parent in self.inner.cgroups.parent_dirs() {
+            let Some(dir) = parent.parent() else { continue };
+            let Ok(entries) = fs::read_dir(dir) else { continue };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name.strip_prefix("evald-").and_then(|n| n.strip_prefix(prefix)) else { continue };
+                if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                    names.insert(format!("{prefix}{pid}"));
+                }
+            }
+        }
+        let mut swept = 0;
+        for instance in names {
+            match Cgroups::detect(&instance).and_then(|c| c.sweep_stale().and_then(|_| c.remove_parents())) {
+                Ok(()) => swept += 1,
+                Err(e) => tracing::warn!(instance, error = %e, "sweeping a dead instance"),
+            }
+            if let Some(state_parent) = self.inner.config.state_dir.parent() {
+                let _ = fs::remove_dir(state_parent.join(&instance).join("root"));
+                let _ = fs::remove_dir(state_parent.join(&instance));
+            }
+        }
+        swept
     }
 
     /// The cgroup version in use.
@@ -276,8 +300,15 @@ impl Sandbox {
     /// Creates a persistent workspace named `name` (letters, digits, `-`,
     /// `_`) of `size_bytes`, owned by [`Sandbox::workspace_uid`].
     pub fn create_workspace(&self, name: &str, size_bytes: u64) -> Result<Workspace, crate::WorkspaceError> {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(SpecError::BadPath { path: name.into(), reason: "workspace names are 1-64 letters, digits, - or _" }.into());
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(SpecError::BadPath {
+                path: name.into(),
+                reason: "workspace names are 1-64 letters, digits, - or _",
+            }
+            .into());
         }
         let path = self.inner.config.state_dir.join("workspaces").join(name);
         Workspace::create(&path, size_bytes, self.workspace_uid())
@@ -489,9 +520,12 @@ fn base_ops(root: &Path, binds: &[PathBuf], users: &[u32]) -> Vec<Op> {
             dev: libc::makedev(major, minor),
         });
     }
-    for (name, target) in
-        [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
-    {
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         ops.push(Op::Symlink { target: cstr(target), link: at(&format!("dev/{name}")) });
     }
     ops.push(Op::Mkdir { path: at("dev/shm"), mode: 0o755 });

@@ -73,8 +73,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use seccompiler::{
-    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 /// What the filter does with a system call that a [`Rule`] matches.
@@ -206,9 +206,7 @@ pub struct SeccompPolicy {
 impl fmt::Debug for SeccompPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lens: Vec<u16> = self.programs.iter().map(|p| p.len).collect();
-        f.debug_struct("SeccompPolicy")
-            .field("program_lengths", &lens)
-            .finish()
+        f.debug_struct("SeccompPolicy").field("program_lengths", &lens).finish()
     }
 }
 
@@ -216,9 +214,7 @@ impl SeccompPolicy {
     /// Compiles [`rules`](Self::rules) into BPF. Call once at start-up.
     pub fn compile() -> Result<Self, SeccompError> {
         if !cfg!(target_arch = "x86_64") {
-            return Err(SeccompError::UnsupportedArch {
-                arch: std::env::consts::ARCH,
-            });
+            return Err(SeccompError::UnsupportedArch { arch: std::env::consts::ARCH });
         }
         check_unique(Self::rules())?;
 
@@ -232,30 +228,17 @@ impl SeccompPolicy {
         let mut programs = Vec::with_capacity(by_action.len());
         for (action, rules) in by_action {
             let Action::Errno(errno) = action;
-            let bpf = build_filter(errno, &rules)
-                .map_err(|source| SeccompError::Build { errno, source })?;
+            let bpf = build_filter(errno, &rules).map_err(|source| SeccompError::Build { errno, source })?;
             let mut insns: Vec<libc::sock_filter> = Vec::with_capacity(bpf.len() + 4);
             if programs.is_empty() {
                 insns.extend_from_slice(&x32_prelude());
             }
-            insns.extend(bpf.into_iter().map(|i| libc::sock_filter {
-                code: i.code,
-                jt: i.jt,
-                jf: i.jf,
-                k: i.k,
-            }));
+            insns.extend(bpf.into_iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }));
             let len = u16::try_from(insns.len())
                 .ok()
                 .filter(|&len| usize::from(len) <= BPF_MAXINSNS)
-                .ok_or(SeccompError::TooLong {
-                    errno,
-                    len: insns.len(),
-                    max: BPF_MAXINSNS,
-                })?;
-            programs.push(Program {
-                insns: insns.into_boxed_slice(),
-                len,
-            });
+                .ok_or(SeccompError::TooLong { errno, len: insns.len(), max: BPF_MAXINSNS })?;
+            programs.push(Program { insns: insns.into_boxed_slice(), len });
         }
         tracing::debug!(
             filters = programs.len(),
@@ -304,10 +287,7 @@ impl SeccompPolicy {
             return Err(errno());
         }
         for program in &self.programs {
-            let fprog = libc::sock_fprog {
-                len: program.len,
-                filter: program.insns.as_ptr().cast_mut(),
-            };
+            let fprog = libc::sock_fprog { len: program.len, filter: program.insns.as_ptr().cast_mut() };
             // SAFETY: `fprog` lives on this stack frame until the call
             // returns and points to `program.len` valid, initialised
             // instructions owned by `self`; the kernel only reads them
@@ -352,9 +332,7 @@ fn check_unique(rules: &[Rule]) -> Result<(), SeccompError> {
     let mut seen = BTreeMap::new();
     for rule in rules {
         if seen.insert(rule.nr, rule.syscall).is_some() {
-            return Err(SeccompError::DuplicateRule {
-                syscall: rule.syscall,
-            });
+            return Err(SeccompError::DuplicateRule { syscall: rule.syscall });
         }
     }
     Ok(())
@@ -387,32 +365,20 @@ fn build_filter(errno: i32, rules: &[&Rule]) -> Result<BpfProgram, BackendError>
 /// rule matches, and a rule matches if all its conditions do. An empty list
 /// matches on the number alone.
 fn seccompiler_rules(when: When) -> Result<Vec<SeccompRule>, BackendError> {
-    let cond = |arg, op, value: u32| {
-        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, u64::from(value))
-    };
+    let cond = |arg, op, value: u32| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, u64::from(value));
     match when {
         When::Always => Ok(Vec::new()),
-        When::ArgIn { arg, values } => values
-            .iter()
-            .map(|&v| SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)?]))
-            .collect(),
+        When::ArgIn { arg, values } => {
+            values.iter().map(|&v| SeccompRule::new(vec![cond(arg, SeccompCmpOp::Eq, v)?])).collect()
+        }
         When::ArgNotIn { arg, values } => {
-            let conds = values
-                .iter()
-                .map(|&v| cond(arg, SeccompCmpOp::Ne, v))
-                .collect::<Result<Vec<_>, _>>()?;
+            let conds = values.iter().map(|&v| cond(arg, SeccompCmpOp::Ne, v)).collect::<Result<Vec<_>, _>>()?;
             Ok(vec![SeccompRule::new(conds)?])
         }
         When::ArgAnyBit { arg, mask } => (0..32)
             .map(|shift| 1u32 << shift)
             .filter(|bit| mask & bit != 0)
-            .map(|bit| {
-                SeccompRule::new(vec![cond(
-                    arg,
-                    SeccompCmpOp::MaskedEq(u64::from(bit)),
-                    bit,
-                )?])
-            })
+            .map(|bit| SeccompRule::new(vec![cond(arg, SeccompCmpOp::MaskedEq(u64::from(bit)), bit)?]))
             .collect(),
     }
 }
@@ -431,18 +397,11 @@ mod x86_64_table {
     const ENOSYS: Action = Action::Errno(libc::ENOSYS);
 
     const fn deny(syscall: &'static str, nr: i64, reason: &'static str) -> Rule {
-        Rule {
-            syscall,
-            nr,
-            when: When::Always,
-            action: EPERM,
-            reason,
-        }
+        Rule { syscall, nr, when: When::Always, action: EPERM, reason }
     }
 
     const MOUNT: &str = "changes the mount table; the box's filesystem view is fixed before exec";
-    const NEW_MOUNT_API: &str =
-        "new mount API (open_tree/fsopen family); changes or creates mounts like mount(2)";
+    const NEW_MOUNT_API: &str = "new mount API (open_tree/fsopen family); changes or creates mounts like mount(2)";
     const KEYRING: &str = "kernel keyrings are not namespaced and are a frequent exploit target";
     const IO_URING: &str = "io_uring is a large, often exploited attack surface, and the \
                             operations it performs are not seen by seccomp";
@@ -471,11 +430,7 @@ mod x86_64_table {
         deny("mount", libc::SYS_mount, MOUNT),
         deny("umount2", libc::SYS_umount2, MOUNT),
         deny("pivot_root", libc::SYS_pivot_root, MOUNT),
-        deny(
-            "chroot",
-            libc::SYS_chroot,
-            "changes the root; with a kept directory fd it is the classic chroot escape",
-        ),
+        deny("chroot", libc::SYS_chroot, "changes the root; with a kept directory fd it is the classic chroot escape"),
         deny("mount_setattr", libc::SYS_mount_setattr, NEW_MOUNT_API),
         deny("open_tree", libc::SYS_open_tree, NEW_MOUNT_API),
         deny("move_mount", libc::SYS_move_mount, NEW_MOUNT_API),
@@ -490,18 +445,11 @@ mod x86_64_table {
             "new namespaces (a user namespace exposes kernel code otherwise reachable only by \
              root); the box's namespaces are set up before exec",
         ),
-        deny(
-            "setns",
-            libc::SYS_setns,
-            "joins another namespace, e.g. through an inherited or passed namespace fd",
-        ),
+        deny("setns", libc::SYS_setns, "joins another namespace, e.g. through an inherited or passed namespace fd"),
         Rule {
             syscall: "clone",
             nr: libc::SYS_clone,
-            when: When::ArgAnyBit {
-                arg: 0,
-                mask: CLONE_NS_FLAGS,
-            },
+            when: When::ArgAnyBit { arg: 0, mask: CLONE_NS_FLAGS },
             action: EPERM,
             reason: "clone with a CLONE_NEW* flag creates namespaces like unshare; fork, vfork \
                      and threads stay allowed",
@@ -525,37 +473,13 @@ mod x86_64_table {
             libc::SYS_ptrace,
             "inspects and controls other processes; also an old source of seccomp bypasses",
         ),
-        deny(
-            "process_vm_readv",
-            libc::SYS_process_vm_readv,
-            "reads another process's memory",
-        ),
-        deny(
-            "process_vm_writev",
-            libc::SYS_process_vm_writev,
-            "writes another process's memory",
-        ),
-        deny(
-            "pidfd_getfd",
-            libc::SYS_pidfd_getfd,
-            "copies a file descriptor out of another process",
-        ),
-        deny(
-            "kcmp",
-            libc::SYS_kcmp,
-            "compares kernel objects of other processes, leaking their ordering",
-        ),
+        deny("process_vm_readv", libc::SYS_process_vm_readv, "reads another process's memory"),
+        deny("process_vm_writev", libc::SYS_process_vm_writev, "writes another process's memory"),
+        deny("pidfd_getfd", libc::SYS_pidfd_getfd, "copies a file descriptor out of another process"),
+        deny("kcmp", libc::SYS_kcmp, "compares kernel objects of other processes, leaking their ordering"),
         // Kernel attack surface.
-        deny(
-            "perf_event_open",
-            libc::SYS_perf_event_open,
-            "large, often exploited kernel surface and a side channel",
-        ),
-        deny(
-            "bpf",
-            libc::SYS_bpf,
-            "loads programs into the kernel; a large, often exploited surface",
-        ),
+        deny("perf_event_open", libc::SYS_perf_event_open, "large, often exploited kernel surface and a side channel"),
+        deny("bpf", libc::SYS_bpf, "loads programs into the kernel; a large, often exploited surface"),
         deny(
             "userfaultfd",
             libc::SYS_userfaultfd,
@@ -587,26 +511,10 @@ mod x86_64_table {
         deny("swapon", libc::SYS_swapon, SWAP),
         deny("swapoff", libc::SYS_swapoff, SWAP),
         deny("reboot", libc::SYS_reboot, "reboots or halts the host"),
-        deny(
-            "syslog",
-            libc::SYS_syslog,
-            "reads the kernel log, which leaks addresses and other boxes' activity",
-        ),
-        deny(
-            "acct",
-            libc::SYS_acct,
-            "switches host-wide process accounting",
-        ),
-        deny(
-            "quotactl",
-            libc::SYS_quotactl,
-            "changes host-wide disk quotas",
-        ),
-        deny(
-            "quotactl_fd",
-            libc::SYS_quotactl_fd,
-            "changes host-wide disk quotas",
-        ),
+        deny("syslog", libc::SYS_syslog, "reads the kernel log, which leaks addresses and other boxes' activity"),
+        deny("acct", libc::SYS_acct, "switches host-wide process accounting"),
+        deny("quotactl", libc::SYS_quotactl, "changes host-wide disk quotas"),
+        deny("quotactl_fd", libc::SYS_quotactl_fd, "changes host-wide disk quotas"),
         deny("settimeofday", libc::SYS_settimeofday, CLOCK),
         deny("clock_settime", libc::SYS_clock_settime, CLOCK),
         deny("clock_adjtime", libc::SYS_clock_adjtime, CLOCK),
@@ -614,27 +522,16 @@ mod x86_64_table {
         Rule {
             syscall: "personality",
             nr: libc::SYS_personality,
-            when: When::ArgNotIn {
-                arg: 0,
-                values: &[0, 0xffff_ffff],
-            },
+            when: When::ArgNotIn { arg: 0, values: &[0, 0xffff_ffff] },
             action: EPERM,
             reason: "changing the execution domain can disable ASLR (ADDR_NO_RANDOMIZE) or make \
                      data executable (READ_IMPLIES_EXEC); the query 0xffffffff and PER_LINUX (0) \
                      stay allowed because runtimes such as the JVM call them",
         },
-        deny(
-            "fanotify_init",
-            libc::SYS_fanotify_init,
-            "watches or blocks file access across whole filesystems",
-        ),
+        deny("fanotify_init", libc::SYS_fanotify_init, "watches or blocks file access across whole filesystems"),
         // Obsolete or hardware interfaces; vm86 and vm86old exist only on
         // i386, which the architecture check refuses.
-        deny(
-            "lookup_dcookie",
-            libc::SYS_lookup_dcookie,
-            "kernel profiling interface that maps cookies to paths",
-        ),
+        deny("lookup_dcookie", libc::SYS_lookup_dcookie, "kernel profiling interface that maps cookies to paths"),
         deny("iopl", libc::SYS_iopl, IO_PORTS),
         deny("ioperm", libc::SYS_ioperm, IO_PORTS),
         deny("nfsservctl", libc::SYS_nfsservctl, OBSOLETE),
@@ -648,11 +545,7 @@ mod x86_64_table {
             nr: libc::SYS_socket,
             when: When::ArgIn {
                 arg: 0,
-                values: &[
-                    libc::AF_PACKET as u32,
-                    libc::AF_VSOCK as u32,
-                    libc::AF_NETLINK as u32,
-                ],
+                values: &[libc::AF_PACKET as u32, libc::AF_VSOCK as u32, libc::AF_NETLINK as u32],
             },
             action: EPERM,
             reason: "raw packets (AF_PACKET), host-VM sockets (AF_VSOCK) and the kernel's \
@@ -662,10 +555,7 @@ mod x86_64_table {
         Rule {
             syscall: "ioctl",
             nr: libc::SYS_ioctl,
-            when: When::ArgIn {
-                arg: 1,
-                values: &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32],
-            },
+            when: When::ArgIn { arg: 1, values: &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32] },
             action: EPERM,
             reason: "TIOCSTI pushes input into a terminal as if its owner typed it; TIOCLINUX \
                      can do the same on a virtual console through selection paste",
@@ -700,10 +590,7 @@ mod tests {
         let mut actions: Vec<Action> = SeccompPolicy::rules().iter().map(|r| r.action).collect();
         actions.sort();
         actions.dedup();
-        assert_eq!(
-            actions,
-            vec![Action::Errno(libc::EPERM), Action::Errno(libc::ENOSYS)]
-        );
+        assert_eq!(actions, vec![Action::Errno(libc::EPERM), Action::Errno(libc::ENOSYS)]);
         assert_eq!(policy.programs().count(), 2);
     }
 
@@ -719,11 +606,7 @@ mod tests {
         nrs.dedup();
         assert_eq!(nrs.len(), rules.len(), "duplicate syscall number");
         for rule in rules {
-            assert!(
-                !rule.reason.trim().is_empty(),
-                "{} has no reason",
-                rule.syscall
-            );
+            assert!(!rule.reason.trim().is_empty(), "{} has no reason", rule.syscall);
         }
     }
 
@@ -731,10 +614,7 @@ mod tests {
     fn duplicate_rule_is_rejected() {
         let rule = SeccompPolicy::rules()[0];
         let err = check_unique(&[rule, rule]).expect_err("duplicate accepted");
-        assert!(
-            matches!(err, SeccompError::DuplicateRule { syscall } if syscall == rule.syscall),
-            "{err:?}"
-        );
+        assert!(matches!(err, SeccompError::DuplicateRule { syscall } if syscall == rule.syscall), "{err:?}");
     }
 
     #[test]
@@ -817,24 +697,13 @@ mod tests {
     // ---- the generated programs ---------------------------------------
 
     fn assert_insn(insn: &libc::sock_filter, code: u16, jt: u8, jf: u8, k: u32, what: &str) {
-        assert_eq!(
-            (insn.code, insn.jt, insn.jf, insn.k),
-            (code, jt, jf, k),
-            "{what}"
-        );
+        assert_eq!((insn.code, insn.jt, insn.jf, insn.k), (code, jt, jf, k), "{what}");
     }
 
     /// `ld [4]; jeq #AUDIT_ARCH_X86_64, 1, 0; ret #KILL_PROCESS`
     fn assert_arch_check(insns: &[libc::sock_filter]) {
         assert_insn(&insns[0], BPF_LD_W_ABS, 0, 0, 4, "load seccomp_data.arch");
-        assert_insn(
-            &insns[1],
-            BPF_JMP_JEQ_K,
-            1,
-            0,
-            AUDIT_ARCH_X86_64,
-            "arch is x86_64",
-        );
+        assert_insn(&insns[1], BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64, "arch is x86_64");
         let kill = libc::SECCOMP_RET_KILL_PROCESS;
         assert_insn(&insns[2], BPF_RET_K, 0, 0, kill, "kill other arches");
     }
@@ -856,14 +725,7 @@ mod tests {
             let start = if i == 0 { 4 } else { 0 };
             assert_arch_check(&insns[start..]);
             let last = insns.last().expect("non-empty");
-            assert_insn(
-                last,
-                BPF_RET_K,
-                0,
-                0,
-                libc::SECCOMP_RET_ALLOW,
-                "default allow",
-            );
+            assert_insn(last, BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW, "default allow");
             assert!(insns.len() <= BPF_MAXINSNS);
         }
     }
@@ -948,9 +810,7 @@ mod tests {
                         let hv = v | high;
                         assert_eq!(x86_64(rule.nr, with_arg(arg, hv)), deny, "{name} {hv:#x}");
                     }
-                    let other = (0..)
-                        .find(|x| !values.contains(x))
-                        .expect("a value not in the list");
+                    let other = (0..).find(|x| !values.contains(x)).expect("a value not in the list");
                     let other = u64::from(other);
                     assert_eq!(x86_64(rule.nr, with_arg(arg, other)), allow, "{name}");
                 }
@@ -959,9 +819,7 @@ mod tests {
                         let v = u64::from(v);
                         assert_eq!(x86_64(rule.nr, with_arg(arg, v)), allow, "{name} {v:#x}");
                     }
-                    let other = (1..)
-                        .find(|x| !values.contains(x))
-                        .expect("a value not in the list");
+                    let other = (1..).find(|x| !values.contains(x)).expect("a value not in the list");
                     let other = u64::from(other);
                     assert_eq!(x86_64(rule.nr, with_arg(arg, other)), deny, "{name}");
                 }
@@ -983,10 +841,7 @@ mod tests {
         assert_eq!(x86_64(libc::SYS_getpid, [0; 6]), libc::SECCOMP_RET_ALLOW);
         assert_eq!(x86_64(libc::SYS_execve, [0; 6]), libc::SECCOMP_RET_ALLOW);
         let flags = u64::from((libc::CLONE_VM | libc::CLONE_THREAD | libc::SIGCHLD) as u32);
-        assert_eq!(
-            x86_64(libc::SYS_clone, with_arg(0, flags)),
-            libc::SECCOMP_RET_ALLOW
-        );
+        assert_eq!(x86_64(libc::SYS_clone, with_arg(0, flags)), libc::SECCOMP_RET_ALLOW);
         // i386 getpid (20) and mount (21).
         assert_eq!(evaluate(AUDIT_ARCH_I386, 20, [0; 6]), kill);
         assert_eq!(evaluate(AUDIT_ARCH_I386, 21, [0; 6]), kill);
@@ -995,10 +850,7 @@ mod tests {
             assert_eq!(evaluate(AUDIT_ARCH_X86_64, nr, [0; 6]), kill, "{nr:#x}");
         }
         // -1 is not a system call and is allowed through (the kernel says ENOSYS).
-        assert_eq!(
-            evaluate(AUDIT_ARCH_X86_64, u32::MAX, [0; 6]),
-            libc::SECCOMP_RET_ALLOW
-        );
+        assert_eq!(evaluate(AUDIT_ARCH_X86_64, u32::MAX, [0; 6]), libc::SECCOMP_RET_ALLOW);
     }
 
     // ---- in a real child ----------------------------------------------
@@ -1025,10 +877,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
         if pid == 0 {
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
+            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             // SAFETY: `no_core` is a valid rlimit for the duration of the call.
             unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
             let code = match policy.map_or(Ok(()), SeccompPolicy::install) {
@@ -1102,26 +951,14 @@ mod tests {
     #[test]
     fn seccomp_unshare_newuser_is_eperm() {
         const NEWUSER: libc::c_ulong = libc::CLONE_NEWUSER as libc::c_ulong;
-        assert_eq!(
-            filtered(|| errno_of(sys(libc::SYS_unshare, [NEWUSER, 0, 0, 0, 0, 0]))),
-            EPERM
-        );
+        assert_eq!(filtered(|| errno_of(sys(libc::SYS_unshare, [NEWUSER, 0, 0, 0, 0, 0]))), EPERM);
         // Unfiltered, root may unshare: the EPERM above is the filter's.
-        assert_eq!(
-            run_in_child(None, || ok_of(sys(
-                libc::SYS_unshare,
-                [NEWUSER, 0, 0, 0, 0, 0]
-            ))),
-            Outcome::Exited(0)
-        );
+        assert_eq!(run_in_child(None, || ok_of(sys(libc::SYS_unshare, [NEWUSER, 0, 0, 0, 0, 0]))), Outcome::Exited(0));
     }
 
     #[test]
     fn seccomp_clone3_is_enosys() {
-        assert_eq!(
-            filtered(|| errno_of(sys(libc::SYS_clone3, [0; 6]))),
-            Outcome::Exited(libc::ENOSYS)
-        );
+        assert_eq!(filtered(|| errno_of(sys(libc::SYS_clone3, [0; 6]))), Outcome::Exited(libc::ENOSYS));
     }
 
     /// clone(flags) like fork; 0 if the grandchild ran and exited 0, else
@@ -1175,10 +1012,7 @@ mod tests {
 
     #[test]
     fn seccomp_plain_fork_still_works() {
-        assert_eq!(
-            filtered(|| clone_and_reap(libc::SIGCHLD as libc::c_ulong)),
-            Outcome::Exited(0)
-        );
+        assert_eq!(filtered(|| clone_and_reap(libc::SIGCHLD as libc::c_ulong)), Outcome::Exited(0));
         // glibc's fork(3) is clone(SIGCHLD | CLONE_CHILD_SETTID | ...).
         assert_eq!(filtered(libc_fork_and_reap), Outcome::Exited(0));
     }
@@ -1208,29 +1042,17 @@ mod tests {
     #[test]
     fn seccomp_keyctl_is_eperm() {
         // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0)
-        assert_eq!(
-            filtered(|| errno_of(sys(
-                libc::SYS_keyctl,
-                [0, (-3i64) as libc::c_ulong, 0, 0, 0, 0]
-            ))),
-            EPERM
-        );
+        assert_eq!(filtered(|| errno_of(sys(libc::SYS_keyctl, [0, (-3i64) as libc::c_ulong, 0, 0, 0, 0]))), EPERM);
     }
 
     #[test]
     fn seccomp_io_uring_setup_is_eperm() {
-        assert_eq!(
-            filtered(|| errno_of(sys(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0, 0]))),
-            EPERM
-        );
+        assert_eq!(filtered(|| errno_of(sys(libc::SYS_io_uring_setup, [1, 0, 0, 0, 0, 0]))), EPERM);
     }
 
     #[test]
     fn seccomp_userfaultfd_is_eperm() {
-        assert_eq!(
-            filtered(|| errno_of(sys(libc::SYS_userfaultfd, [0; 6]))),
-            EPERM
-        );
+        assert_eq!(filtered(|| errno_of(sys(libc::SYS_userfaultfd, [0; 6]))), EPERM);
     }
 
     #[test]
@@ -1253,19 +1075,13 @@ mod tests {
     fn seccomp_ptrace_is_eperm() {
         // PTRACE_TRACEME would succeed unfiltered.
         assert_eq!(
-            filtered(|| errno_of(sys(
-                libc::SYS_ptrace,
-                [libc::PTRACE_TRACEME as libc::c_ulong, 0, 0, 0, 0, 0]
-            ))),
+            filtered(|| errno_of(sys(libc::SYS_ptrace, [libc::PTRACE_TRACEME as libc::c_ulong, 0, 0, 0, 0, 0]))),
             EPERM
         );
     }
 
     fn socket(domain: libc::c_ulong, kind: libc::c_int) -> libc::c_long {
-        let rc = sys(
-            libc::SYS_socket,
-            [domain, kind as libc::c_ulong, 0, 0, 0, 0],
-        );
+        let rc = sys(libc::SYS_socket, [domain, kind as libc::c_ulong, 0, 0, 0, 0]);
         if rc >= 0 {
             // SAFETY: `rc` is the fd the kernel just returned to us.
             unsafe { libc::close(rc as libc::c_int) };
@@ -1275,34 +1091,13 @@ mod tests {
 
     #[test]
     fn seccomp_socket_families() {
-        assert_eq!(
-            filtered(|| errno_of(socket(libc::AF_NETLINK as libc::c_ulong, libc::SOCK_RAW))),
-            EPERM
-        );
-        assert_eq!(
-            filtered(|| errno_of(socket(libc::AF_PACKET as libc::c_ulong, libc::SOCK_RAW))),
-            EPERM
-        );
-        assert_eq!(
-            filtered(|| errno_of(socket(libc::AF_VSOCK as libc::c_ulong, libc::SOCK_STREAM))),
-            EPERM
-        );
+        assert_eq!(filtered(|| errno_of(socket(libc::AF_NETLINK as libc::c_ulong, libc::SOCK_RAW))), EPERM);
+        assert_eq!(filtered(|| errno_of(socket(libc::AF_PACKET as libc::c_ulong, libc::SOCK_RAW))), EPERM);
+        assert_eq!(filtered(|| errno_of(socket(libc::AF_VSOCK as libc::c_ulong, libc::SOCK_STREAM))), EPERM);
         // The kernel reads the domain as an int; high bits must not bypass.
-        assert_eq!(
-            filtered(|| errno_of(socket(
-                libc::AF_NETLINK as libc::c_ulong | 1 << 32,
-                libc::SOCK_RAW
-            ))),
-            EPERM
-        );
-        assert_eq!(
-            filtered(|| ok_of(socket(libc::AF_INET as libc::c_ulong, libc::SOCK_STREAM))),
-            Outcome::Exited(0)
-        );
-        assert_eq!(
-            filtered(|| ok_of(socket(libc::AF_UNIX as libc::c_ulong, libc::SOCK_STREAM))),
-            Outcome::Exited(0)
-        );
+        assert_eq!(filtered(|| errno_of(socket(libc::AF_NETLINK as libc::c_ulong | 1 << 32, libc::SOCK_RAW))), EPERM);
+        assert_eq!(filtered(|| ok_of(socket(libc::AF_INET as libc::c_ulong, libc::SOCK_STREAM))), Outcome::Exited(0));
+        assert_eq!(filtered(|| ok_of(socket(libc::AF_UNIX as libc::c_ulong, libc::SOCK_STREAM))), Outcome::Exited(0));
     }
 
     #[test]
@@ -1312,28 +1107,16 @@ mod tests {
             let arg = &byte as *const u8 as libc::c_ulong;
             sys(libc::SYS_ioctl, [0, request, arg, 0, 0, 0])
         }
-        assert_eq!(
-            filtered(|| errno_of(ioctl(libc::TIOCSTI as libc::c_ulong))),
-            EPERM
-        );
-        assert_eq!(
-            filtered(|| errno_of(ioctl(libc::TIOCSTI as libc::c_ulong | 1 << 32))),
-            EPERM
-        );
-        assert_eq!(
-            filtered(|| errno_of(ioctl(libc::TIOCLINUX as libc::c_ulong))),
-            EPERM
-        );
+        assert_eq!(filtered(|| errno_of(ioctl(libc::TIOCSTI as libc::c_ulong))), EPERM);
+        assert_eq!(filtered(|| errno_of(ioctl(libc::TIOCSTI as libc::c_ulong | 1 << 32))), EPERM);
+        assert_eq!(filtered(|| errno_of(ioctl(libc::TIOCLINUX as libc::c_ulong))), EPERM);
         // Other requests reach the kernel: TIOCGWINSZ on a bad fd is EBADF.
         assert_eq!(
             filtered(|| {
                 let mut ws = [0u16; 4];
                 let arg = ws.as_mut_ptr() as libc::c_ulong;
                 let bad_fd = (-1i64) as libc::c_ulong;
-                errno_of(sys(
-                    libc::SYS_ioctl,
-                    [bad_fd, libc::TIOCGWINSZ as libc::c_ulong, arg, 0, 0, 0],
-                ))
+                errno_of(sys(libc::SYS_ioctl, [bad_fd, libc::TIOCGWINSZ as libc::c_ulong, arg, 0, 0, 0]))
             }),
             Outcome::Exited(libc::EBADF)
         );
@@ -1341,14 +1124,8 @@ mod tests {
 
     #[test]
     fn seccomp_personality_query_allowed_changes_denied() {
-        assert_eq!(
-            filtered(|| ok_of(sys(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0]))),
-            Outcome::Exited(0)
-        );
-        assert_eq!(
-            filtered(|| ok_of(sys(libc::SYS_personality, [0; 6]))),
-            Outcome::Exited(0)
-        );
+        assert_eq!(filtered(|| ok_of(sys(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0]))), Outcome::Exited(0));
+        assert_eq!(filtered(|| ok_of(sys(libc::SYS_personality, [0; 6]))), Outcome::Exited(0));
         assert_eq!(
             filtered(|| errno_of(sys(
                 libc::SYS_personality,
@@ -1360,27 +1137,14 @@ mod tests {
 
     #[test]
     fn seccomp_getpid_allowed() {
-        assert_eq!(
-            filtered(|| if sys(libc::SYS_getpid, [0; 6]) > 0 {
-                0
-            } else {
-                errno()
-            }),
-            Outcome::Exited(0)
-        );
+        assert_eq!(filtered(|| if sys(libc::SYS_getpid, [0; 6]) > 0 { 0 } else { errno() }), Outcome::Exited(0));
     }
 
     #[test]
     fn seccomp_x32_syscall_is_killed_with_sigsys() {
-        assert_eq!(
-            filtered(|| errno_of(sys(0x4000_0000 + libc::SYS_getpid, [0; 6]))),
-            Outcome::Signaled(libc::SIGSYS)
-        );
+        assert_eq!(filtered(|| errno_of(sys(0x4000_0000 + libc::SYS_getpid, [0; 6]))), Outcome::Signaled(libc::SIGSYS));
         // -1 is not x32: it reaches the kernel, which answers ENOSYS.
-        assert_eq!(
-            filtered(|| errno_of(sys(-1, [0; 6]))),
-            Outcome::Exited(libc::ENOSYS)
-        );
+        assert_eq!(filtered(|| errno_of(sys(-1, [0; 6]))), Outcome::Exited(libc::ENOSYS));
     }
 
     /// getpid through the i386 entry point; 0 if it returned our pid.

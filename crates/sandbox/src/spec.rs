@@ -335,10 +335,7 @@ mod tests {
         assert_eq!(s.validate(), Err(SpecError::ZeroLimit("wall_time")));
         let mut s = spec();
         s.limits.memory_bytes = 1 << 50;
-        assert_eq!(
-            s.validate(),
-            Err(SpecError::LimitTooLarge { name: "memory_bytes", max: 16 << 30 })
-        );
+        assert_eq!(s.validate(), Err(SpecError::LimitTooLarge { name: "memory_bytes", max: 16 << 30 }));
         let mut s = spec();
         s.limits.processes = 0;
         assert_eq!(s.validate(), Err(SpecError::ZeroLimit("processes")));
@@ -360,11 +357,7 @@ mod tests {
         ] {
             let mut s = spec();
             s.files.push(FileSpec { path: path.into(), content: vec![], executable: false });
-            assert_eq!(
-                s.validate(),
-                Err(SpecError::BadPath { path: path.into(), reason }),
-                "path {path:?}"
-            );
+            assert_eq!(s.validate(), Err(SpecError::BadPath { path: path.into(), reason }), "path {path:?}");
         }
     }
 

@@ -140,10 +140,11 @@ impl Workspace {
             return Err(WorkspaceError::TooLarge { path: rel.into(), size: meta.len(), max });
         }
         let mut out = Vec::with_capacity(meta.len() as usize);
-        Read::by_ref(&mut file)
-            .take(max + 1)
-            .read_to_end(&mut out)
-            .map_err(|source| WorkspaceError::Io { what: "reading", path: rel.into(), source })?;
+        Read::by_ref(&mut file).take(max + 1).read_to_end(&mut out).map_err(|source| WorkspaceError::Io {
+            what: "reading",
+            path: rel.into(),
+            source,
+        })?;
         if out.len() as u64 > max {
             return Err(WorkspaceError::TooLarge { path: rel.into(), size: out.len() as u64, max });
         }
@@ -260,8 +261,10 @@ impl Workspace {
     /// The directory holding `rel`'s last component, and that component.
     fn parent_of(&self, rel: &str, create: bool) -> Result<(OwnedFd, String), WorkspaceError> {
         let components: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        let (name, dirs) = components.split_last().ok_or(SpecError::BadPath { path: rel.into(), reason: "empty path" })?;
-        let mut current = self.dir.try_clone().map_err(|source| WorkspaceError::Io { what: "dup", path: rel.into(), source })?;
+        let (name, dirs) =
+            components.split_last().ok_or(SpecError::BadPath { path: rel.into(), reason: "empty path" })?;
+        let mut current =
+            self.dir.try_clone().map_err(|source| WorkspaceError::Io { what: "dup", path: rel.into(), source })?;
         for dir in dirs {
             if create {
                 let c = CString::new(*dir).map_err(|_| SpecError::NulByte("path"))?;
@@ -315,7 +318,13 @@ fn openat(dir: RawFd, rel: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {
         libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
     // SAFETY: openat2 with a valid path and open_how of the right size.
     let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, dir, c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());

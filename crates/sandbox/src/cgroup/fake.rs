@@ -27,18 +27,11 @@ pub(super) struct FakeKernel {
 
 impl FakeKernel {
     pub(super) fn new(root: &Path) -> Self {
-        FakeKernel {
-            root: root.to_owned(),
-            mounts: Vec::new(),
-            ops: Mutex::new(Vec::new()),
-        }
+        FakeKernel { root: root.to_owned(), mounts: Vec::new(), ops: Mutex::new(Vec::new()) }
     }
 
     pub(super) fn mount(mut self, mount_point: &str, files: &[(&str, &str)]) -> Self {
-        let files = files
-            .iter()
-            .map(|(n, c)| ((*n).to_owned(), (*c).to_owned()))
-            .collect();
+        let files = files.iter().map(|(n, c)| ((*n).to_owned(), (*c).to_owned())).collect();
         self.mounts.push((self.root.join(mount_point), files));
         self
     }
@@ -53,17 +46,11 @@ impl FakeKernel {
     }
 
     fn rel(&self, path: &Path) -> String {
-        path.strip_prefix(&self.root)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .into_owned()
+        path.strip_prefix(&self.root).unwrap_or(path).to_string_lossy().into_owned()
     }
 
     fn mount_of(&self, path: &Path) -> Option<&(PathBuf, Vec<(String, String)>)> {
-        self.mounts
-            .iter()
-            .filter(|(m, _)| path.starts_with(m))
-            .max_by_key(|(m, _)| m.components().count())
+        self.mounts.iter().filter(|(m, _)| path.starts_with(m)).max_by_key(|(m, _)| m.components().count())
     }
 
     pub(super) fn mkdir(&self, path: &Path) -> io::Result<()> {
@@ -118,10 +105,8 @@ impl FakeKernel {
                 fs::write(path, procs)
             }
             "cgroup.subtree_control" => {
-                let mut enabled: Vec<String> = fs::read_to_string(path)?
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
+                let mut enabled: Vec<String> =
+                    fs::read_to_string(path)?.split_whitespace().map(str::to_owned).collect();
                 for token in value.split_whitespace() {
                     let (sign, name) = token.split_at(1);
                     enabled.retain(|c| c != name);

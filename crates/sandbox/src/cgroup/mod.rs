@@ -177,12 +177,11 @@ impl Fs {
 
     /// Writes `value` with one `write(2)`, never creating the file.
     fn write(&self, path: &Path, value: &str) -> Result<(), CgroupError> {
-        self.write_raw(path, value)
-            .map_err(|source| CgroupError::Write {
-                path: path.to_owned(),
-                value: value.to_owned(),
-                source,
-            })
+        self.write_raw(path, value).map_err(|source| CgroupError::Write {
+            path: path.to_owned(),
+            value: value.to_owned(),
+            source,
+        })
     }
 
     /// SIGKILL one process; a process that is already gone is not an error.
@@ -327,10 +326,7 @@ impl Cgroups {
             None if v2_own.is_some() => place_v2(&mut hierarchies, None),
             None => return Err(CgroupError::NoController("cpuacct")),
         };
-        let version = if [memory, pids, cpu]
-            .iter()
-            .all(|&i| hierarchies[i].version == CgroupVersion::V2)
-        {
+        let version = if [memory, pids, cpu].iter().all(|&i| hierarchies[i].version == CgroupVersion::V2) {
             CgroupVersion::V2
         } else {
             CgroupVersion::V1
@@ -340,12 +336,7 @@ impl Cgroups {
             instance: instance.to_owned(),
             version,
             hierarchies,
-            roles: Roles {
-                memory,
-                pids,
-                cpu,
-                kill: None,
-            },
+            roles: Roles { memory, pids, cpu, kill: None },
             fs,
         };
         if this.needs_v2_delegation()? {
@@ -374,10 +365,7 @@ impl Cgroups {
             if v2_controllers {
                 v2::enable_controllers(&self.fs, &h.parent, &h.controllers)?;
             }
-            if h.version == CgroupVersion::V2
-                && self.roles.kill.is_none()
-                && h.parent.join("cgroup.kill").exists()
-            {
+            if h.version == CgroupVersion::V2 && self.roles.kill.is_none() && h.parent.join("cgroup.kill").exists() {
                 self.roles.kill = Some(i);
             }
         }
@@ -405,12 +393,7 @@ impl Cgroups {
             }
             return;
         }
-        self.hierarchies.push(Hierarchy {
-            version: CgroupVersion::V2,
-            own,
-            parent,
-            controllers: Vec::new(),
-        });
+        self.hierarchies.push(Hierarchy { version: CgroupVersion::V2, own, parent, controllers: Vec::new() });
         self.roles.kill = Some(self.hierarchies.len() - 1);
     }
 
@@ -420,16 +403,11 @@ impl Cgroups {
 
     /// The parent directories `<own>/evald-<instance>`, one per hierarchy.
     pub fn parent_dirs(&self) -> Vec<&Path> {
-        self.hierarchies
-            .iter()
-            .map(|h| h.parent.as_path())
-            .collect()
+        self.hierarchies.iter().map(|h| h.parent.as_path()).collect()
     }
 
     fn v2_controller_hierarchy(&self) -> Option<&Hierarchy> {
-        self.hierarchies
-            .iter()
-            .find(|h| h.version == CgroupVersion::V2 && !h.controllers.is_empty())
+        self.hierarchies.iter().find(|h| h.version == CgroupVersion::V2 && !h.controllers.is_empty())
     }
 
     /// Whether controllers must be enabled in a v2 own cgroup that still has
@@ -465,33 +443,19 @@ impl Cgroups {
             let entries = match fs::read_dir(&h.parent) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(CgroupError::Read {
-                        path: h.parent.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(CgroupError::Read { path: h.parent.clone(), source }),
             };
             for entry in entries {
-                let entry = entry.map_err(|source| CgroupError::Read {
-                    path: h.parent.clone(),
-                    source,
-                })?;
+                let entry = entry.map_err(|source| CgroupError::Read { path: h.parent.clone(), source })?;
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stale
-                        .entry(entry.file_name())
-                        .or_default()
-                        .push(entry.path());
+                    stale.entry(entry.file_name()).or_default().push(entry.path());
                 }
             }
         }
         for (name, dirs) in &stale {
             warn!(instance = %self.instance, name = ?name, "removing stale box cgroup");
             let paths: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-            let kill_dir = paths
-                .iter()
-                .copied()
-                .find(|d| d.join("cgroup.kill").exists());
+            let kill_dir = paths.iter().copied().find(|d| d.join("cgroup.kill").exists());
             kill_dirs(&self.fs, &paths, kill_dir)?;
             for dir in &paths {
                 remove_tree(&self.fs, dir)?;
@@ -516,15 +480,8 @@ impl Cgroups {
         // on an error below removes exactly what this call made.
         for h in &self.hierarchies {
             let path = h.parent.join(name);
-            self.fs.mkdir(&path).map_err(|source| CgroupError::Create {
-                path: path.clone(),
-                source,
-            })?;
-            b.dirs.push(BoxDir {
-                version: h.version,
-                path,
-                removed: false,
-            });
+            self.fs.mkdir(&path).map_err(|source| CgroupError::Create { path: path.clone(), source })?;
+            b.dirs.push(BoxDir { version: h.version, path, removed: false });
         }
         let memory = &b.dirs[self.roles.memory];
         match memory.version {
@@ -548,33 +505,18 @@ impl Cgroups {
             match self.fs.rmdir(&h.parent) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(CgroupError::Remove {
-                        path: h.parent.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(CgroupError::Remove { path: h.parent.clone(), source }),
             }
         }
         Ok(())
     }
 }
 
-fn place(
-    hierarchies: &mut Vec<Hierarchy>,
-    version: CgroupVersion,
-    own: PathBuf,
-    parent_name: &str,
-) -> usize {
+fn place(hierarchies: &mut Vec<Hierarchy>, version: CgroupVersion, own: PathBuf, parent_name: &str) -> usize {
     if let Some(i) = hierarchies.iter().position(|h| h.own == own) {
         return i;
     }
-    hierarchies.push(Hierarchy {
-        version,
-        parent: own.join(parent_name),
-        own,
-        controllers: Vec::new(),
-    });
+    hierarchies.push(Hierarchy { version, parent: own.join(parent_name), own, controllers: Vec::new() });
     hierarchies.len() - 1
 }
 
@@ -634,23 +576,12 @@ impl BoxCgroup {
         let cpu_ns = self.cpu_ns()?;
         let memory = &self.dirs[self.roles.memory];
         let (memory_peak_bytes, oom_killed) = match memory.version {
-            CgroupVersion::V1 => (
-                v1::memory_peak(&memory.path)?,
-                v1::oom_killed(&memory.path)?,
-            ),
-            CgroupVersion::V2 => (
-                v2::memory_peak(&memory.path)?,
-                v2::oom_killed(&memory.path)?,
-            ),
+            CgroupVersion::V1 => (v1::memory_peak(&memory.path)?, v1::oom_killed(&memory.path)?),
+            CgroupVersion::V2 => (v2::memory_peak(&memory.path)?, v2::oom_killed(&memory.path)?),
         };
         let pids_events = self.dirs[self.roles.pids].path.join("pids.events");
         let pids_max_hit = read_keyed(&pids_events, "max")? > 0;
-        Ok(CgroupUsage {
-            cpu_ns,
-            memory_peak_bytes,
-            oom_killed,
-            pids_max_hit,
-        })
+        Ok(CgroupUsage { cpu_ns, memory_peak_bytes, oom_killed, pids_max_hit })
     }
 
     /// Kills every process in the box and returns once none is listed any
@@ -659,18 +590,8 @@ impl BoxCgroup {
     /// (at most about a second). The per-pid fallback has the usual pid-reuse
     /// race between reading `cgroup.procs` and `kill(2)`.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
-        let live: Vec<&Path> = self
-            .dirs
-            .iter()
-            .filter(|d| !d.removed)
-            .map(|d| d.path.as_path())
-            .collect();
-        let kill_dir = self
-            .roles
-            .kill
-            .and_then(|i| self.dirs.get(i))
-            .filter(|d| !d.removed)
-            .map(|d| d.path.as_path());
+        let live: Vec<&Path> = self.dirs.iter().filter(|d| !d.removed).map(|d| d.path.as_path()).collect();
+        let kill_dir = self.roles.kill.and_then(|i| self.dirs.get(i)).filter(|d| !d.removed).map(|d| d.path.as_path());
         kill_dirs(&self.fs, &live, kill_dir)
     }
 
@@ -742,20 +663,13 @@ fn kill_dirs(fs: &Fs, dirs: &[&Path], kill_dir: Option<&Path>) -> Result<(), Cgr
             return Ok(());
         };
         if round == KILL_ROUNDS {
-            return Err(CgroupError::KillIncomplete {
-                path: busy.to_owned(),
-                remaining: pids.len(),
-            });
+            return Err(CgroupError::KillIncomplete { path: busy.to_owned(), remaining: pids.len() });
         }
         match kill_dir {
             Some(dir) => fs.write(&dir.join("cgroup.kill"), "1")?,
             None => {
                 for pid in pids {
-                    fs.kill(pid).map_err(|source| CgroupError::Kill {
-                        pid,
-                        path: busy.to_owned(),
-                        source,
-                    })?;
+                    fs.kill(pid).map_err(|source| CgroupError::Kill { pid, path: busy.to_owned(), source })?;
                 }
             }
         }
@@ -776,18 +690,10 @@ fn remove_tree(fs: &Fs, dir: &Path) -> Result<(), CgroupError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(CgroupError::Read {
-                path: dir.to_owned(),
-                source,
-            })
-        }
+        Err(source) => return Err(CgroupError::Read { path: dir.to_owned(), source }),
     };
     for entry in entries {
-        let entry = entry.map_err(|source| CgroupError::Read {
-            path: dir.to_owned(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| CgroupError::Read { path: dir.to_owned(), source })?;
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             remove_tree(fs, &entry.path())?;
         }
@@ -801,12 +707,7 @@ fn remove_tree(fs: &Fs, dir: &Path) -> Result<(), CgroupError> {
                 std::thread::sleep(Duration::from_millis(1 << attempt));
                 attempt += 1;
             }
-            Err(source) => {
-                return Err(CgroupError::Remove {
-                    path: dir.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(CgroupError::Remove { path: dir.to_owned(), source }),
         }
     }
 }
@@ -815,10 +716,7 @@ fn mkdir_existing_ok(fs: &Fs, path: &Path) -> Result<(), CgroupError> {
     match fs.mkdir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(CgroupError::Create {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(CgroupError::Create { path: path.to_owned(), source }),
     }
 }
 
@@ -828,10 +726,7 @@ fn open_path_fd(dir: &Path) -> Result<OwnedFd, CgroupError> {
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(dir)
         .map(OwnedFd::from)
-        .map_err(|source| CgroupError::Open {
-            path: dir.to_owned(),
-            source,
-        })
+        .map_err(|source| CgroupError::Open { path: dir.to_owned(), source })
 }
 
 /// Box and instance names: one path component of `[A-Za-z0-9_.-]`, not
@@ -840,9 +735,7 @@ fn validate_name(name: &str) -> Result<(), CgroupError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -853,25 +746,18 @@ fn validate_name(name: &str) -> Result<(), CgroupError> {
 // ---- reading cgroup files ----
 
 fn read_string(path: &Path) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_owned(), source })
 }
 
 fn read_words(path: &Path) -> Result<Vec<String>, CgroupError> {
-    Ok(read_string(path)?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect())
+    Ok(read_string(path)?.split_whitespace().map(str::to_owned).collect())
 }
 
 fn read_u64(path: &Path) -> Result<u64, CgroupError> {
     let text = read_string(path)?;
-    text.trim().parse().map_err(|_| CgroupError::Parse {
-        path: path.to_owned(),
-        reason: format!("not a number: {:?}", text.trim()),
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| CgroupError::Parse { path: path.to_owned(), reason: format!("not a number: {:?}", text.trim()) })
 }
 
 /// The value of `key` in a flat keyed file (`key value` per line), such as
@@ -879,17 +765,13 @@ fn read_u64(path: &Path) -> Result<u64, CgroupError> {
 fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let mut words = line.split_whitespace();
-        (words.next() == Some(key))
-            .then(|| words.next()?.parse().ok())
-            .flatten()
+        (words.next() == Some(key)).then(|| words.next()?.parse().ok()).flatten()
     })
 }
 
 fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
-    keyed_value(&read_string(path)?, key).ok_or_else(|| CgroupError::Parse {
-        path: path.to_owned(),
-        reason: format!("no numeric {key:?} line"),
-    })
+    keyed_value(&read_string(path)?, key)
+        .ok_or_else(|| CgroupError::Parse { path: path.to_owned(), reason: format!("no numeric {key:?} line") })
 }
 
 fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
@@ -897,10 +779,7 @@ fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
         .split_whitespace()
         .map(|word| match word.parse::<i32>() {
             Ok(pid) if pid > 0 => Ok(pid),
-            _ => Err(CgroupError::Parse {
-                path: path.to_owned(),
-                reason: format!("not a pid: {word:?}"),
-            }),
+            _ => Err(CgroupError::Parse { path: path.to_owned(), reason: format!("not a pid: {word:?}") }),
         })
         .collect()
 }
@@ -922,12 +801,7 @@ fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, CgroupError> {
     let mut mounts = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split(' ').collect();
-        let sep = fields
-            .iter()
-            .skip(6)
-            .position(|f| *f == "-")
-            .map(|p| p + 6)
-            .filter(|&sep| fields.len() >= sep + 4);
+        let sep = fields.iter().skip(6).position(|f| *f == "-").map(|p| p + 6).filter(|&sep| fields.len() >= sep + 4);
         let Some(sep) = sep else {
             return Err(CgroupError::Parse {
                 path: PathBuf::from(MOUNTINFO),
@@ -950,9 +824,8 @@ fn unescape(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         let value = octal.and_then(|d| {
             let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
             u8::try_from(v).ok()
@@ -985,17 +858,11 @@ fn parse_proc_cgroup(text: &str) -> Result<Vec<ProcCgroupLine>, CgroupError> {
         .map(|line| {
             let mut parts = line.splitn(3, ':');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(id), Some(controllers), Some(path)) if path.starts_with('/') => {
-                    Ok(ProcCgroupLine {
-                        id: id.to_owned(),
-                        controllers: controllers
-                            .split(',')
-                            .filter(|c| !c.is_empty())
-                            .map(str::to_owned)
-                            .collect(),
-                        path: path.to_owned(),
-                    })
-                }
+                (Some(id), Some(controllers), Some(path)) if path.starts_with('/') => Ok(ProcCgroupLine {
+                    id: id.to_owned(),
+                    controllers: controllers.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+                    path: path.to_owned(),
+                }),
                 _ => Err(CgroupError::Parse {
                     path: PathBuf::from(PROC_SELF_CGROUP),
                     reason: format!("malformed line {line:?}"),
@@ -1030,33 +897,24 @@ fn locate_v1(
     lines: &[ProcCgroupLine],
     controller: &str,
 ) -> Result<Option<PathBuf>, CgroupError> {
-    let candidates: Vec<&Mount> = mounts
-        .iter()
-        .filter(|m| m.fstype == "cgroup" && m.super_options.iter().any(|o| o == controller))
-        .collect();
+    let candidates: Vec<&Mount> =
+        mounts.iter().filter(|m| m.fstype == "cgroup" && m.super_options.iter().any(|o| o == controller)).collect();
     if candidates.is_empty() {
         return Ok(None);
     }
     let line = lines
         .iter()
         .find(|l| l.id != "0" && l.controllers.iter().any(|c| c == controller))
-        .ok_or_else(|| CgroupError::NotListed {
-            hierarchy: controller.to_owned(),
-        })?;
+        .ok_or_else(|| CgroupError::NotListed { hierarchy: controller.to_owned() })?;
     own_dir(fs_root, &candidates, &line.path)
         .map(Some)
-        .ok_or_else(|| CgroupError::NotMounted {
-            hierarchy: controller.to_owned(),
-            cgroup: line.path.clone(),
-        })
+        .ok_or_else(|| CgroupError::NotMounted { hierarchy: controller.to_owned(), cgroup: line.path.clone() })
 }
 
 /// The own cgroup directory in the cgroup2 hierarchy, if mounted and visible.
 fn locate_v2(fs_root: &Path, mounts: &[Mount], lines: &[ProcCgroupLine]) -> Option<PathBuf> {
     let candidates: Vec<&Mount> = mounts.iter().filter(|m| m.fstype == "cgroup2").collect();
-    let line = lines
-        .iter()
-        .find(|l| l.id == "0" && l.controllers.is_empty())?;
+    let line = lines.iter().find(|l| l.id == "0" && l.controllers.is_empty())?;
     if candidates.is_empty() {
         return None;
     }

@@ -7,10 +7,7 @@ use std::sync::Arc;
 use super::fake::{FakeKernel, Op};
 use super::*;
 
-const LIMITS: CgroupLimits = CgroupLimits {
-    memory_bytes: 64 << 20,
-    pids: 16,
-};
+const LIMITS: CgroupLimits = CgroupLimits { memory_bytes: 64 << 20, pids: 16 };
 
 fn mkdir(rel: &str) -> Op {
     Op::Mkdir(rel.to_owned())
@@ -31,29 +28,14 @@ struct Host {
 }
 
 impl Host {
-    fn new(
-        mountinfo: &str,
-        proc_cgroup: &str,
-        kernel: impl FnOnce(FakeKernel) -> FakeKernel,
-    ) -> Self {
+    fn new(mountinfo: &str, proc_cgroup: &str, kernel: impl FnOnce(FakeKernel) -> FakeKernel) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let kernel = Arc::new(kernel(FakeKernel::new(tmp.path())));
-        Host {
-            tmp,
-            kernel,
-            mountinfo: mountinfo.to_owned(),
-            proc_cgroup: proc_cgroup.to_owned(),
-        }
+        Host { tmp, kernel, mountinfo: mountinfo.to_owned(), proc_cgroup: proc_cgroup.to_owned() }
     }
 
     fn detect(&self, instance: &str) -> Result<Cgroups, CgroupError> {
-        Cgroups::build(
-            self.tmp.path(),
-            &self.mountinfo,
-            &self.proc_cgroup,
-            instance,
-            Fs::Fake(self.kernel.clone()),
-        )
+        Cgroups::build(self.tmp.path(), &self.mountinfo, &self.proc_cgroup, instance, Fs::Fake(self.kernel.clone()))
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -102,34 +84,23 @@ const V2_FILES: &[(&str, &str)] = &[
     ("memory.oom.group", "0\n"),
     ("memory.current", "0\n"),
     ("memory.peak", "0\n"),
-    (
-        "memory.events",
-        "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
-    ),
+    ("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n"),
     ("pids.max", "max\n"),
     ("pids.events", "max 0\n"),
 ];
 
 fn v2_host(own_controllers: &str, own_procs: &str) -> Host {
-    let host = Host::new(V2_MOUNTINFO, V2_CGROUP, |k| {
-        k.mount("sys/fs/cgroup", V2_FILES)
-    });
+    let host = Host::new(V2_MOUNTINFO, V2_CGROUP, |k| k.mount("sys/fs/cgroup", V2_FILES));
     // The root cgroup has no cgroup.type; the own cgroup is a delegated one.
     host.file("sys/fs/cgroup/cgroup.controllers", "cpu io memory pids\n");
-    host.file(
-        "sys/fs/cgroup/cgroup.subtree_control",
-        "cpu io memory pids\n",
-    );
+    host.file("sys/fs/cgroup/cgroup.subtree_control", "cpu io memory pids\n");
     host.file("sys/fs/cgroup/cgroup.procs", "1\n");
     for (name, content) in V2_FILES {
         host.file(&format!("{V2_OWN}/{name}"), content);
     }
     host.file(&format!("{V2_OWN}/cgroup.controllers"), own_controllers);
     host.file(&format!("{V2_OWN}/cgroup.procs"), own_procs);
-    host.file(
-        "sys/fs/cgroup/system.slice/other.service/cgroup.procs",
-        "77\n",
-    );
+    host.file("sys/fs/cgroup/system.slice/other.service/cgroup.procs", "77\n");
     host
 }
 
@@ -138,10 +109,7 @@ fn v2_detect_enables_controllers_in_own_cgroup_and_parent() {
     let host = v2_host("cpu io memory pids\n", "");
     let cg = host.detect("t").unwrap();
     assert_eq!(cg.version(), CgroupVersion::V2);
-    assert_eq!(
-        cg.parent_dirs(),
-        vec![host.path(&format!("{V2_OWN}/evald-t"))]
-    );
+    assert_eq!(cg.parent_dirs(), vec![host.path(&format!("{V2_OWN}/evald-t"))]);
     assert!(!cg.needs_v2_delegation().unwrap());
     let own = V2_OWN;
     assert_eq!(
@@ -150,10 +118,7 @@ fn v2_detect_enables_controllers_in_own_cgroup_and_parent() {
             write(&format!("{own}/cgroup.subtree_control"), "+memory +pids"),
             write(&format!("{own}/cgroup.subtree_control"), "+cpu"),
             mkdir(&format!("{own}/evald-t")),
-            write(
-                &format!("{own}/evald-t/cgroup.subtree_control"),
-                "+memory +pids"
-            ),
+            write(&format!("{own}/evald-t/cgroup.subtree_control"), "+memory +pids"),
             write(&format!("{own}/evald-t/cgroup.subtree_control"), "+cpu"),
         ]
     );
@@ -184,32 +149,18 @@ fn v2_box_limits_accounting_kill_and_remove() {
     assert!(bx.v2_dir_fd().is_some());
 
     bx.add_pid(4242).unwrap();
-    assert_eq!(
-        host.ops(),
-        vec![write(&format!("{b1}/cgroup.procs"), "4242")]
-    );
+    assert_eq!(host.ops(), vec![write(&format!("{b1}/cgroup.procs"), "4242")]);
     assert_eq!(host.read(&format!("{b1}/cgroup.procs")), "4242\n");
 
     // What the kernel would report after an OOM kill and a failed fork.
-    host.file(
-        &format!("{b1}/cpu.stat"),
-        "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
-    );
+    host.file(&format!("{b1}/cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n");
     host.file(&format!("{b1}/memory.peak"), "1048576\n");
-    host.file(
-        &format!("{b1}/memory.events"),
-        "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 1\n",
-    );
+    host.file(&format!("{b1}/memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 1\n");
     host.file(&format!("{b1}/pids.events"), "max 2\n");
     assert_eq!(bx.cpu_ns().unwrap(), 1_500_000);
     assert_eq!(
         bx.usage().unwrap(),
-        CgroupUsage {
-            cpu_ns: 1_500_000,
-            memory_peak_bytes: 1_048_576,
-            oom_killed: true,
-            pids_max_hit: true,
-        }
+        CgroupUsage { cpu_ns: 1_500_000, memory_peak_bytes: 1_048_576, oom_killed: true, pids_max_hit: true }
     );
 
     bx.kill_all().unwrap();
@@ -222,11 +173,7 @@ fn v2_box_limits_accounting_kill_and_remove() {
     assert!(bx.v2_dir_fd().is_none());
     bx.remove().unwrap();
     drop(bx);
-    assert_eq!(
-        host.ops(),
-        vec![],
-        "remove is idempotent, drop does nothing more"
-    );
+    assert_eq!(host.ops(), vec![], "remove is idempotent, drop does nothing more");
 
     cg.remove_parents().unwrap();
     assert_eq!(host.ops(), vec![rmdir(&format!("{V2_OWN}/evald-t"))]);
@@ -242,12 +189,7 @@ fn v2_usage_without_memory_peak_reads_memory_current_and_zero_counters() {
     host.file(&format!("{b1}/memory.current"), "4096\n");
     assert_eq!(
         bx.usage().unwrap(),
-        CgroupUsage {
-            cpu_ns: 0,
-            memory_peak_bytes: 4096,
-            oom_killed: false,
-            pids_max_hit: false,
-        }
+        CgroupUsage { cpu_ns: 0, memory_peak_bytes: 4096, oom_killed: false, pids_max_hit: false }
     );
 }
 
@@ -266,10 +208,7 @@ fn v2_delegation_moves_only_this_process_into_the_service_leaf() {
             write(&format!("{own}/cgroup.subtree_control"), "+memory +pids"),
             write(&format!("{own}/cgroup.subtree_control"), "+cpu"),
             mkdir(&format!("{own}/evald-t")),
-            write(
-                &format!("{own}/evald-t/cgroup.subtree_control"),
-                "+memory +pids"
-            ),
+            write(&format!("{own}/evald-t/cgroup.subtree_control"), "+memory +pids"),
             write(&format!("{own}/evald-t/cgroup.subtree_control"), "+cpu"),
         ]
     );
@@ -288,39 +227,23 @@ fn v2_other_processes_in_own_cgroup_are_not_moved() {
     // controller write with EBUSY (the fake does not model that).
     drop(cg);
     let ops = host.ops();
-    assert!(
-        !ops.contains(&mkdir(&format!("{V2_OWN}/evald-t-service"))),
-        "{ops:?}"
-    );
+    assert!(!ops.contains(&mkdir(&format!("{V2_OWN}/evald-t-service"))), "{ops:?}");
     assert_eq!(host.read(&format!("{V2_OWN}/cgroup.procs")), "1234\n");
 }
 
 #[test]
 fn v2_missing_controller_is_named() {
     let host = v2_host("cpu io memory\n", "");
-    assert!(matches!(
-        host.detect("t"),
-        Err(CgroupError::NoController("pids"))
-    ));
+    assert!(matches!(host.detect("t"), Err(CgroupError::NoController("pids"))));
     let host = v2_host("cpu io pids\n", "");
-    assert!(matches!(
-        host.detect("t"),
-        Err(CgroupError::NoController("memory"))
-    ));
+    assert!(matches!(host.detect("t"), Err(CgroupError::NoController("memory"))));
     assert_eq!(host.ops(), vec![], "nothing is created on failure");
 }
 
 #[test]
 fn no_cgroup_mount_at_all_is_no_controller() {
-    let host = Host::new(
-        "22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw\n",
-        "0::/\n",
-        |k| k,
-    );
-    assert!(matches!(
-        host.detect("t"),
-        Err(CgroupError::NoController("memory"))
-    ));
+    let host = Host::new("22 1 259:1 / / rw,relatime shared:1 - ext4 /dev/root rw\n", "0::/\n", |k| k);
+    assert!(matches!(host.detect("t"), Err(CgroupError::NoController("memory"))));
 }
 
 // ---- v1: hybrid as on the development machine ----
@@ -350,18 +273,11 @@ const V1_MEMORY_FILES: &[(&str, &str)] = &[
     ("memory.memsw.limit_in_bytes", "9223372036854771712\n"),
     ("memory.swappiness", "60\n"),
     ("memory.max_usage_in_bytes", "0\n"),
-    (
-        "memory.oom_control",
-        "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
-    ),
+    ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
     ("memory.use_hierarchy", "1\n"),
 ];
-const V1_PIDS_FILES: &[(&str, &str)] = &[
-    ("cgroup.procs", ""),
-    ("pids.max", "max\n"),
-    ("pids.current", "0\n"),
-    ("pids.events", "max 0\n"),
-];
+const V1_PIDS_FILES: &[(&str, &str)] =
+    &[("cgroup.procs", ""), ("pids.max", "max\n"), ("pids.current", "0\n"), ("pids.events", "max 0\n")];
 const V1_CPUACCT_FILES: &[(&str, &str)] = &[("cgroup.procs", ""), ("cpuacct.usage", "0\n")];
 const UNIFIED_FILES: &[(&str, &str)] = &[
     ("cgroup.controllers", ""),
@@ -372,12 +288,7 @@ const UNIFIED_FILES: &[(&str, &str)] = &[
     ("cpu.stat", "usage_usec 0\nuser_usec 0\nsystem_usec 0\n"),
 ];
 
-fn hybrid_host(
-    mountinfo: &str,
-    proc_cgroup: &str,
-    memory: &[(&str, &str)],
-    unified: &[(&str, &str)],
-) -> Host {
+fn hybrid_host(mountinfo: &str, proc_cgroup: &str, memory: &[(&str, &str)], unified: &[(&str, &str)]) -> Host {
     let host = Host::new(mountinfo, proc_cgroup, |k| {
         k.mount("sys/fs/cgroup/memory", memory)
             .mount("sys/fs/cgroup/pids", V1_PIDS_FILES)
@@ -392,20 +303,12 @@ fn hybrid_host(
     host.file("sys/fs/cgroup/unified/cgroup.controllers", "");
     host.file("sys/fs/cgroup/unified/cgroup.procs", "1\n");
     host.file(&format!("{MEM_OWN}/cgroup.procs"), "55\n");
-    host.file(
-        "sys/fs/cgroup/memory/process_api/other/cgroup.procs",
-        "66\n",
-    );
+    host.file("sys/fs/cgroup/memory/process_api/other/cgroup.procs", "66\n");
     host
 }
 
 fn machine_host() -> Host {
-    hybrid_host(
-        HYBRID_MOUNTINFO,
-        HYBRID_CGROUP,
-        V1_MEMORY_FILES,
-        UNIFIED_FILES,
-    )
+    hybrid_host(HYBRID_MOUNTINFO, HYBRID_CGROUP, V1_MEMORY_FILES, UNIFIED_FILES)
 }
 
 #[test]
@@ -420,14 +323,8 @@ fn hybrid_detect_uses_own_cgroup_per_controller_and_unified_for_kill() {
         "sys/fs/cgroup/cpuacct/evald-t".to_owned(),
         "sys/fs/cgroup/unified/evald-t".to_owned(),
     ];
-    assert_eq!(
-        cg.parent_dirs(),
-        parents.iter().map(|p| host.path(p)).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        host.ops(),
-        parents.iter().map(|p| mkdir(p)).collect::<Vec<_>>()
-    );
+    assert_eq!(cg.parent_dirs(), parents.iter().map(|p| host.path(p)).collect::<Vec<_>>());
+    assert_eq!(host.ops(), parents.iter().map(|p| mkdir(p)).collect::<Vec<_>>());
     assert_eq!(cg.roles.kill, Some(3));
 }
 
@@ -455,52 +352,32 @@ fn hybrid_box_limits_accounting_kill_and_remove() {
             write(&format!("{pids}/pids.max"), "16"),
         ]
     );
-    assert!(
-        bx.v2_dir_fd().is_none(),
-        "CLONE_INTO_CGROUP only on pure v2"
-    );
+    assert!(bx.v2_dir_fd().is_none(), "CLONE_INTO_CGROUP only on pure v2");
 
     bx.add_pid(4242).unwrap();
     assert_eq!(
         host.ops(),
-        [&mem[..], pids, cpu, unified]
-            .iter()
-            .map(|d| write(&format!("{d}/cgroup.procs"), "4242"))
-            .collect::<Vec<_>>()
+        [&mem[..], pids, cpu, unified].iter().map(|d| write(&format!("{d}/cgroup.procs"), "4242")).collect::<Vec<_>>()
     );
 
     host.file(&format!("{cpu}/cpuacct.usage"), "123456789\n");
     host.file(&format!("{mem}/memory.max_usage_in_bytes"), "5000000\n");
-    host.file(
-        &format!("{mem}/memory.oom_control"),
-        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
-    );
+    host.file(&format!("{mem}/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
     assert_eq!(
         bx.usage().unwrap(),
-        CgroupUsage {
-            cpu_ns: 123_456_789,
-            memory_peak_bytes: 5_000_000,
-            oom_killed: true,
-            pids_max_hit: false,
-        }
+        CgroupUsage { cpu_ns: 123_456_789, memory_peak_bytes: 5_000_000, oom_killed: true, pids_max_hit: false }
     );
     host.file(&format!("{pids}/pids.events"), "max 1\n");
     assert!(bx.usage().unwrap().pids_max_hit);
 
     bx.kill_all().unwrap();
-    assert_eq!(
-        host.ops(),
-        vec![write(&format!("{unified}/cgroup.kill"), "1")]
-    );
+    assert_eq!(host.ops(), vec![write(&format!("{unified}/cgroup.kill"), "1")]);
     for d in [&mem[..], pids, cpu, unified] {
         assert_eq!(host.read(&format!("{d}/cgroup.procs")), "", "{d}");
     }
 
     bx.remove().unwrap();
-    assert_eq!(
-        host.ops(),
-        vec![rmdir(unified), rmdir(cpu), rmdir(pids), rmdir(&mem)]
-    );
+    assert_eq!(host.ops(), vec![rmdir(unified), rmdir(cpu), rmdir(pids), rmdir(&mem)]);
     cg.remove_parents().unwrap();
     assert!(!host.exists(&format!("{MEM_OWN}/evald-t")));
     assert!(host.exists(MEM_OWN), "the own cgroup is never removed");
@@ -517,16 +394,8 @@ fn v1_without_memsw_or_cgroup_kill_kills_pid_by_pid() {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
     let proc_cgroup = "8:pids:/\n4:memory:/process_api/abc\n2:cpu,cpuacct:/\n0::/\n";
-    let memory: Vec<_> = V1_MEMORY_FILES
-        .iter()
-        .copied()
-        .filter(|(n, _)| !n.starts_with("memory.memsw"))
-        .collect();
-    let unified: Vec<_> = UNIFIED_FILES
-        .iter()
-        .copied()
-        .filter(|(n, _)| *n != "cgroup.kill")
-        .collect();
+    let memory: Vec<_> = V1_MEMORY_FILES.iter().copied().filter(|(n, _)| !n.starts_with("memory.memsw")).collect();
+    let unified: Vec<_> = UNIFIED_FILES.iter().copied().filter(|(n, _)| *n != "cgroup.kill").collect();
     let host = hybrid_host(mountinfo, proc_cgroup, &memory, &unified);
     let cg = host.detect("t").unwrap();
     assert_eq!(
@@ -562,11 +431,7 @@ fn v1_without_memsw_or_cgroup_kill_kills_pid_by_pid() {
     drop(bx);
     assert_eq!(
         host.ops(),
-        vec![
-            rmdir("sys/fs/cgroup/cpu,cpuacct/evald-t/b1"),
-            rmdir("sys/fs/cgroup/pids/evald-t/b1"),
-            rmdir(&mem),
-        ]
+        vec![rmdir("sys/fs/cgroup/cpu,cpuacct/evald-t/b1"), rmdir("sys/fs/cgroup/pids/evald-t/b1"), rmdir(&mem),]
     );
 }
 
@@ -584,27 +449,14 @@ fn detection_follows_the_mounted_root_and_escapes() {
         host.file(&format!("sys/fs/cgroup/{dir}/cgroup.procs"), "");
     }
     let cg = host.detect("t").unwrap();
-    assert_eq!(
-        cg.hierarchies[cg.roles.memory].own,
-        host.path("sys/fs/cgroup/mem ory/abc")
-    );
-    assert_eq!(
-        cg.parent_dirs()[0],
-        host.path("sys/fs/cgroup/mem ory/abc/evald-t")
-    );
+    assert_eq!(cg.hierarchies[cg.roles.memory].own, host.path("sys/fs/cgroup/mem ory/abc"));
+    assert_eq!(cg.parent_dirs()[0], host.path("sys/fs/cgroup/mem ory/abc/evald-t"));
 
     // The own cgroup outside the mounted subtree cannot be used.
-    let outside = Host::new(
-        mountinfo,
-        "8:pids:/\n4:memory:/elsewhere/abc\n2:cpuacct:/\n",
-        |k| k,
-    );
+    let outside = Host::new(mountinfo, "8:pids:/\n4:memory:/elsewhere/abc\n2:cpuacct:/\n", |k| k);
     match outside.detect("t") {
         Err(CgroupError::NotMounted { hierarchy, cgroup }) => {
-            assert_eq!(
-                (hierarchy.as_str(), cgroup.as_str()),
-                ("memory", "/elsewhere/abc")
-            );
+            assert_eq!((hierarchy.as_str(), cgroup.as_str()), ("memory", "/elsewhere/abc"));
         }
         other => panic!("{other:?}"),
     }
@@ -618,23 +470,11 @@ fn detection_follows_the_mounted_root_and_escapes() {
 #[test]
 fn malformed_proc_texts_are_parse_errors() {
     let host = machine_host();
-    let bad_mountinfo = Host {
-        mountinfo: "35 31 0:32 / /sys/fs/cgroup/memory rw\n".to_owned(),
-        ..host
-    };
-    assert!(matches!(
-        bad_mountinfo.detect("t"),
-        Err(CgroupError::Parse { .. })
-    ));
-    let bad_cgroup = Host {
-        mountinfo: HYBRID_MOUNTINFO.to_owned(),
-        proc_cgroup: "4:memory\n".to_owned(),
-        ..bad_mountinfo
-    };
-    assert!(matches!(
-        bad_cgroup.detect("t"),
-        Err(CgroupError::Parse { .. })
-    ));
+    let bad_mountinfo = Host { mountinfo: "35 31 0:32 / /sys/fs/cgroup/memory rw\n".to_owned(), ..host };
+    assert!(matches!(bad_mountinfo.detect("t"), Err(CgroupError::Parse { .. })));
+    let bad_cgroup =
+        Host { mountinfo: HYBRID_MOUNTINFO.to_owned(), proc_cgroup: "4:memory\n".to_owned(), ..bad_mountinfo };
+    assert!(matches!(bad_cgroup.detect("t"), Err(CgroupError::Parse { .. })));
 }
 
 #[test]
@@ -657,21 +497,11 @@ fn sweep_stale_removes_only_this_instances_boxes() {
     assert_eq!(cg.sweep_stale().unwrap(), 2);
     let ops = host.ops();
     assert_eq!(
-        ops.iter()
-            .filter(|op| matches!(op, Op::Write(..) | Op::Kill(_)))
-            .collect::<Vec<_>>(),
-        vec![&write(
-            "sys/fs/cgroup/unified/evald-t/old1/cgroup.kill",
-            "1"
-        )],
+        ops.iter().filter(|op| matches!(op, Op::Write(..) | Op::Kill(_))).collect::<Vec<_>>(),
+        vec![&write("sys/fs/cgroup/unified/evald-t/old1/cgroup.kill", "1")],
         "{ops:?}"
     );
-    for hierarchy in [
-        MEM_OWN,
-        "sys/fs/cgroup/pids",
-        "sys/fs/cgroup/cpuacct",
-        "sys/fs/cgroup/unified",
-    ] {
+    for hierarchy in [MEM_OWN, "sys/fs/cgroup/pids", "sys/fs/cgroup/cpuacct", "sys/fs/cgroup/unified"] {
         assert!(host.exists(&format!("{hierarchy}/evald-t")));
         assert!(!host.exists(&format!("{hierarchy}/evald-t/old1")));
         assert!(!host.exists(&format!("{hierarchy}/evald-t/old2")));
@@ -681,10 +511,7 @@ fn sweep_stale_removes_only_this_instances_boxes() {
         Op::Rmdir(p) => p.contains("/evald-t/old"),
         _ => true,
     }));
-    assert_eq!(
-        host.read(&format!("{MEM_OWN}/foreign/cgroup.procs")),
-        "88\n"
-    );
+    assert_eq!(host.read(&format!("{MEM_OWN}/foreign/cgroup.procs")), "88\n");
     assert!(host.exists("sys/fs/cgroup/pids/evald-t-service"));
     assert_eq!(cg.sweep_stale().unwrap(), 0);
 }
@@ -718,11 +545,7 @@ fn create_box_twice_fails_and_leaves_the_first_intact() {
 
 #[test]
 fn failed_limit_write_removes_what_was_created() {
-    let memory: Vec<_> = V1_MEMORY_FILES
-        .iter()
-        .copied()
-        .filter(|(n, _)| *n != "memory.limit_in_bytes")
-        .collect();
+    let memory: Vec<_> = V1_MEMORY_FILES.iter().copied().filter(|(n, _)| *n != "memory.limit_in_bytes").collect();
     let host = hybrid_host(HYBRID_MOUNTINFO, HYBRID_CGROUP, &memory, UNIFIED_FILES);
     let cg = host.detect("t").unwrap();
     host.ops();
@@ -731,34 +554,19 @@ fn failed_limit_write_removes_what_was_created() {
         Err(CgroupError::Write { value, .. }) if value == "67108864"
     ));
     let ops = host.ops();
-    assert_eq!(
-        ops.iter().filter(|op| matches!(op, Op::Mkdir(_))).count(),
-        4
-    );
-    assert_eq!(
-        ops.iter().filter(|op| matches!(op, Op::Rmdir(_))).count(),
-        4
-    );
+    assert_eq!(ops.iter().filter(|op| matches!(op, Op::Mkdir(_))).count(), 4);
+    assert_eq!(ops.iter().filter(|op| matches!(op, Op::Rmdir(_))).count(), 4);
 }
 
 #[test]
 fn names_and_pids_are_validated() {
     let host = machine_host();
     for instance in ["", "a/b", "..", ".hidden", "x-service", "sp ace"] {
-        assert!(
-            matches!(host.detect(instance), Err(CgroupError::InvalidName(_))),
-            "{instance:?}"
-        );
+        assert!(matches!(host.detect(instance), Err(CgroupError::InvalidName(_))), "{instance:?}");
     }
     let cg = host.detect("t").unwrap();
     for name in ["", "../x", "a/b", ".", "..", "nul\0"] {
-        assert!(
-            matches!(
-                cg.create_box(name, &LIMITS),
-                Err(CgroupError::InvalidName(_))
-            ),
-            "{name:?}"
-        );
+        assert!(matches!(cg.create_box(name, &LIMITS), Err(CgroupError::InvalidName(_))), "{name:?}");
     }
     let bx = cg.create_box("b1", &LIMITS).unwrap();
     host.ops();
@@ -789,10 +597,7 @@ fn errors_name_the_path_in_lowercase_without_period() {
         source: std::io::Error::from_raw_os_error(libc::EINVAL),
     };
     assert_eq!(err.to_string(), "cannot write \"16\" to /x/pids.max");
-    assert_eq!(
-        chain(&err),
-        "cannot write \"16\" to /x/pids.max: Invalid argument (os error 22)"
-    );
+    assert_eq!(chain(&err), "cannot write \"16\" to /x/pids.max: Invalid argument (os error 22)");
     assert_eq!(
         CgroupError::NoController("memory").to_string(),
         "no usable cgroup hierarchy offers the memory controller"
@@ -852,22 +657,13 @@ mod real {
         let pids = &paths[cg.roles.pids];
         match cg.version() {
             CgroupVersion::V1 => {
-                assert_eq!(
-                    fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(),
-                    "67108864\n"
-                );
+                assert_eq!(fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(), "67108864\n");
                 if memory.join("memory.memsw.limit_in_bytes").exists() {
-                    assert_eq!(
-                        fs::read_to_string(memory.join("memory.memsw.limit_in_bytes")).unwrap(),
-                        "67108864\n"
-                    );
+                    assert_eq!(fs::read_to_string(memory.join("memory.memsw.limit_in_bytes")).unwrap(), "67108864\n");
                 }
             }
             CgroupVersion::V2 => {
-                assert_eq!(
-                    fs::read_to_string(memory.join("memory.max")).unwrap(),
-                    "67108864\n"
-                );
+                assert_eq!(fs::read_to_string(memory.join("memory.max")).unwrap(), "67108864\n");
                 assert!(bx.v2_dir_fd().is_some());
             }
         }
@@ -877,16 +673,9 @@ mod real {
         bx.add_pid(pid(&child)).unwrap();
         let suffix = format!("/evald-{inst}/b1");
         let own_cgroups = fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
-        assert_eq!(
-            own_cgroups.lines().filter(|l| l.ends_with(&suffix)).count(),
-            paths.len(),
-            "{own_cgroups}"
-        );
+        assert_eq!(own_cgroups.lines().filter(|l| l.ends_with(&suffix)).count(), paths.len(), "{own_cgroups}");
         for dir in &paths {
-            assert_eq!(
-                fs::read_to_string(dir.join("cgroup.procs")).unwrap(),
-                format!("{}\n", child.id())
-            );
+            assert_eq!(fs::read_to_string(dir.join("cgroup.procs")).unwrap(), format!("{}\n", child.id()));
         }
         let usage = bx.usage().unwrap();
         assert!(!usage.oom_killed && !usage.pids_max_hit, "{usage:?}");
@@ -908,10 +697,7 @@ mod real {
     #[test]
     fn real_memory_limit_is_an_oom_kill() {
         let cg = Cgroups::detect(&instance("oom")).unwrap();
-        let limits = CgroupLimits {
-            memory_bytes: 32 << 20,
-            pids: 16,
-        };
+        let limits = CgroupLimits { memory_bytes: 32 << 20, pids: 16 };
         let bx = cg.create_box("b1", &limits).unwrap();
         // `tail` keeps the whole newline-free 128 MiB "line" in memory.
         let mut child = spawn_waiting("head -c 134217728 /dev/zero | tail");
@@ -931,21 +717,14 @@ mod real {
     #[test]
     fn real_pids_limit_is_reported() {
         let cg = Cgroups::detect(&instance("pids")).unwrap();
-        let limits = CgroupLimits {
-            memory_bytes: 64 << 20,
-            pids: 4,
-        };
+        let limits = CgroupLimits { memory_bytes: 64 << 20, pids: 4 };
         let mut bx = cg.create_box("b1", &limits).unwrap();
-        let mut child = spawn_waiting(
-            "for i in 1 2 3 4 5 6 7 8; do sleep 30 >/dev/null 2>&1 & done; echo done; wait",
-        );
+        let mut child = spawn_waiting("for i in 1 2 3 4 5 6 7 8; do sleep 30 >/dev/null 2>&1 & done; echo done; wait");
         bx.add_pid(pid(&child)).unwrap();
         go(&mut child);
         // A line when every fork was tried, or EOF if the shell gave up.
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let usage = bx.usage().unwrap();
         assert!(usage.pids_max_hit, "{usage:?}");
         assert!(!usage.oom_killed, "{usage:?}");
@@ -1009,14 +788,10 @@ mod real {
             return; // pure v2 host: no v1 hierarchies to test
         }
         // Hide the cgroup2 mount: only v1 hierarchies, no cgroup.kill.
-        let v1_only: String = mountinfo
-            .lines()
-            .filter(|l| !l.contains(" - cgroup2 "))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let v1_only: String =
+            mountinfo.lines().filter(|l| !l.contains(" - cgroup2 ")).map(|l| format!("{l}\n")).collect();
         let proc_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap();
-        let cg = Cgroups::detect_from(Path::new("/"), &v1_only, &proc_cgroup, &instance("sigkill"))
-            .unwrap();
+        let cg = Cgroups::detect_from(Path::new("/"), &v1_only, &proc_cgroup, &instance("sigkill")).unwrap();
         assert_eq!(cg.roles.kill, None);
         let mut bx = cg.create_box("b1", &LIMITS).unwrap();
         let mut child = spawn_waiting("sleep 10 & sleep 10 & wait");

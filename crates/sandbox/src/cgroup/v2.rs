@@ -45,11 +45,7 @@ pub(super) fn oom_killed(dir: &Path) -> Result<bool, CgroupError> {
 /// written on its own: the kernel refuses it while realtime threads run in
 /// the subtree, and nothing here depends on it (`cpu.stat` needs no
 /// controller).
-pub(super) fn enable_controllers(
-    fs: &Fs,
-    dir: &Path,
-    required: &[&'static str],
-) -> Result<(), CgroupError> {
+pub(super) fn enable_controllers(fs: &Fs, dir: &Path, required: &[&'static str]) -> Result<(), CgroupError> {
     let available = read_words(&dir.join("cgroup.controllers"))?;
     let subtree_control = dir.join("cgroup.subtree_control");
     let enabled = read_words(&subtree_control)?;

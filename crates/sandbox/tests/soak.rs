@@ -1,0 +1,126 @@
+//! Soak: thousands of runs, some concurrent, some killed by limits or
+//! leaving daemons behind, must leave no cgroup, mount, process or file
+//! descriptor behind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use evald_sandbox::{Limits, RunSpec, Sandbox, SandboxConfig, Status};
+
+const UID_BASE: u32 = 64000;
+const SLOTS: u32 = 4;
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+fn box_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse::<u32>().ok());
+        if uid.is_some_and(|u| (UID_BASE..=UID_BASE + SLOTS).contains(&u)) {
+            found.push(format!("{:?}: {}", entry.file_name(), status.lines().next().unwrap_or("")));
+        }
+    }
+    found
+}
+
+fn mounts_under(dir: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4).is_some_and(|m| m.starts_with(dir)))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn box_cgroups(instance: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            if e.file_name().to_string_lossy() == format!("evald-{instance}") {
+                found.extend(
+                    std::fs::read_dir(&path)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|b| b.file_type().is_ok_and(|t| t.is_dir()).then(|| b.path())),
+                );
+            } else if path.components().count() < 9 {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn spec(script: &str, wall_ms: u64) -> RunSpec {
+    let mut s = RunSpec::new("/bin/sh", vec!["-c".into(), script.into()]);
+    s.limits = Limits { wall_time: Duration::from_millis(wall_ms), processes: 16, ..Limits::default() };
+    s
+}
+
+#[test]
+fn two_thousand_runs_leave_nothing_behind() {
+    let instance = format!("soak-{}", std::process::id());
+    let state_dir = format!("/tmp/evald-soak-{}", std::process::id());
+    let sandbox = Arc::new(
+        Sandbox::new(SandboxConfig {
+            instance: instance.clone(),
+            state_dir: state_dir.clone().into(),
+            uid_base: UID_BASE,
+            slots: SLOTS,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox starts"),
+    );
+    let fds_before = fd_count();
+    let threads: Vec<_> = (0..SLOTS)
+        .map(|t| {
+            let sandbox = sandbox.clone();
+            std::thread::spawn(move || {
+                let mut statuses = std::collections::BTreeMap::new();
+                for i in 0..500 {
+                    let (spec, want) = match i % 50 {
+                        // a daemon that outlives the program
+                        7 => (spec("(setsid sleep 100 &) ; echo started", 5000), Status::Ok),
+                        // killed by the wall-clock limit with children alive
+                        13 => (spec("sleep 100 & sleep 100", 50), Status::TimeLimitWall),
+                        // a short-lived fork storm within the process limit
+                        29 => (spec("for i in 1 2 3 4 5 6 7 8; do /bin/true & done; wait", 5000), Status::Ok),
+                        _ => (RunSpec::new("/bin/true", vec![]), Status::Ok),
+                    };
+                    let outcome = sandbox.run(&spec).expect("run starts");
+                    assert_eq!(outcome.status, want, "thread {t} run {i}: {outcome:?}");
+                    *statuses.entry(outcome.status.as_str()).or_insert(0) += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        let statuses = t.join().expect("thread finished");
+        total += statuses.values().sum::<i32>();
+        assert_eq!(statuses.get("time_limit_wall"), Some(&10));
+    }
+    assert_eq!(total, 2000);
+    assert_eq!(box_processes(), Vec::<String>::new(), "box processes left");
+    assert_eq!(box_cgroups(&instance), Vec::<PathBuf>::new(), "box cgroups left");
+    assert_eq!(mounts_under(&state_dir), Vec::<String>::new(), "mounts left");
+    assert_eq!(fd_count(), fds_before, "descriptors leaked");
+    assert_eq!(sandbox.free_slots(), SLOTS as usize);
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
