@@ -75,3 +75,93 @@ pub fn sandbox(sandbox: &Sandbox, iterations: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// `evald bench http`: Python hello world through `POST /api/v2/execute`
+/// at 1 and 8 concurrent clients beside the bare `python3` start rate on
+/// the same cores, and the compile cache's effect on a C++ hello world.
+pub fn http(base: &str, iterations: usize) -> Result<()> {
+    let python = serde_json::json!({
+        "language": "python", "version": "*",
+        "files": [{"name": "main.py", "content": "print('hello, world')"}],
+    });
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let post = |agent: &ureq::Agent, body: &serde_json::Value| -> Result<Duration> {
+        let t = Instant::now();
+        let resp = agent
+            .post(&format!("{base}/api/v2/execute"))
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string())?;
+        let text = resp.into_string()?;
+        let elapsed = t.elapsed();
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        ensure!(v["run"]["stdout"] == "hello, world\n", "unexpected response {text}");
+        Ok(elapsed)
+    };
+    let bare_once = || -> Result<Duration> {
+        let t = Instant::now();
+        let out = Command::new("/usr/bin/python3").args(["-c", "print('hello, world')"]).output()?;
+        ensure!(out.stdout == b"hello, world\n", "bare python failed");
+        Ok(t.elapsed())
+    };
+    // Warm up both paths.
+    for _ in 0..10 {
+        post(&agent, &python)?;
+        bare_once()?;
+    }
+    println!("python hello world, {iterations} requests per row");
+    println!("{:<34} {:>9} {:>9} {:>10} {:>8}", "path", "p50", "p99", "req/s", "ratio");
+    for clients in [1usize, 8] {
+        let per = iterations.div_ceil(clients);
+        let run = |f: &(dyn Fn() -> Result<Duration> + Sync)| -> Result<(Stats, f64)> {
+            let t = Instant::now();
+            let samples = std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    (0..clients).map(|_| s.spawn(|| (0..per).map(|_| f()).collect::<Result<Vec<_>>>())).collect();
+                handles.into_iter().map(|h| h.join().expect("client thread")).collect::<Result<Vec<_>>>()
+            })?;
+            let rate = (per * clients) as f64 / t.elapsed().as_secs_f64();
+            Ok((stats(samples.into_iter().flatten().collect()), rate))
+        };
+        let (bare, bare_rate) = run(&bare_once)?;
+        let (api, api_rate) = run(&|| post(&agent, &python))?;
+        println!(
+            "{:<34} {:>7.2}ms {:>7.2}ms {:>10.1} {:>8}",
+            format!("bare python3 -c, {clients} client(s)"),
+            ms(bare.median),
+            ms(bare.p99),
+            bare_rate,
+            "1.00x"
+        );
+        println!(
+            "{:<34} {:>7.2}ms {:>7.2}ms {:>10.1} {:>7.2}x",
+            format!("POST /api/v2/execute, {clients} client(s)"),
+            ms(api.median),
+            ms(api.p99),
+            api_rate,
+            if clients == 1 { ms(api.median) / ms(bare.median) } else { api_rate / bare_rate },
+        );
+    }
+    println!("(ratio: p50 over bare p50 at 1 client; throughput over bare throughput at 8 clients)");
+
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        let body = serde_json::json!({
+            "language": "c++", "version": "*",
+            "files": [{"name": "main.cpp", "content": format!(
+                "#include <iostream>\n// run {i} {:?}\nint main() {{ std::cout << \"hello, world\" << std::endl; }}\n",
+                Instant::now()
+            )}],
+        });
+        first.push(post(&agent, &body)?);
+        second.push(post(&agent, &body)?);
+    }
+    let (f, s) = (stats(first), stats(second));
+    println!("c++ hello world, 10 distinct sources, each sent twice");
+    println!(
+        "  first (compiles) p50 {:.1}ms, second (compile cache) p50 {:.1}ms, {:.1}x faster",
+        ms(f.median),
+        ms(s.median),
+        ms(f.median) / ms(s.median)
+    );
+    Ok(())
+}

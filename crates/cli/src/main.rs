@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API: native /api/v1, Piston v2 /api/v2 (needs root)
+    Serve(Box<evald_server::ServerConfig>),
     /// Run a program locally in the sandbox (needs root)
     Run(RunArgs),
     /// List the installed languages, or install their packages
@@ -64,6 +66,20 @@ enum BenchCommand {
         iterations: usize,
         #[command(flatten)]
         sandbox: SandboxArgs,
+    },
+    /// Python hello world through POST /api/v2/execute at 1 and 8 clients
+    /// beside bare python3, and the compile cache on C++ (starts its own
+    /// `evald serve` on a loopback port unless --url is given)
+    Http {
+        /// Requests per row
+        #[arg(long, default_value_t = 400)]
+        iterations: usize,
+        /// An already running server, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        url: Option<String>,
+        /// The language catalogue directory for the server started here
+        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
+        languages_dir: PathBuf,
     },
 }
 
@@ -112,18 +128,25 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("EVALD_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(config) => evald_server::init_logging(config.log_json),
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("EVALD_LOG"))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let result = match cli.command {
+        Command::Serve(config) => serve(*config),
         Command::Run(args) => run(args),
         Command::Languages { action: None, json, languages_dir } => languages::list(&languages_dir, json),
         Command::Languages { action: Some(LanguagesCommand::Install { ids, all }), languages_dir, .. } => {
             languages::install(&languages_dir, &ids, all)
         }
         Command::Bench { what: BenchCommand::Sandbox { iterations, sandbox } } => bench_sandbox(iterations, &sandbox),
+        Command::Bench { what: BenchCommand::Http { iterations, url, languages_dir } } => {
+            bench_http(iterations, url, &languages_dir)
+        }
     };
     match result {
         Ok(code) => code,
@@ -225,4 +248,45 @@ fn run(args: RunArgs) -> Result<ExitCode> {
 
 fn libc_sigkill() -> i32 {
     9
+}
+
+fn bench_http(iterations: usize, url: Option<String>, languages: &std::path::Path) -> Result<ExitCode> {
+    anyhow::ensure!(iterations >= 16, "at least 16 iterations are needed");
+    if let Some(url) = url {
+        bench::http(url.trim_end_matches('/'), iterations)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let pid = std::process::id();
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("EVALD_INSTANCE", format!("bench-http-{pid}"))
+        .env("EVALD_STATE_DIR", format!("/tmp/evald-bench-http-{pid}"))
+        .env("EVALD_DATA_DIR", format!("/tmp/evald-bench-http-{pid}/data"))
+        .env("EVALD_LANGUAGES", languages)
+        .env("EVALD_SLOTS", "16")
+        .env("EVALD_QUEUE", "256")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting evald serve")?;
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = (0..600).any(|_| {
+        if ureq::get(&format!("{base}/healthz/ready")).call().is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        false
+    });
+    let result = if ready { bench::http(&base, iterations) } else { Err(anyhow::anyhow!("the server did not start")) };
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(format!("/tmp/evald-bench-http-{pid}"));
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(config: evald_server::ServerConfig) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(evald_server::serve(config))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -50,10 +50,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("evald-cli-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the scratch directory");
-        Scratch {
-            dir,
-            uid_base: 63000 + 8 * n,
-        }
+        Scratch { dir, uid_base: 63000 + 8 * n }
     }
 
     /// Writes a program file and returns its path.
@@ -110,28 +107,22 @@ fn version_prints_name_and_version() {
 fn python_file_with_an_interpreter_prints_its_output() {
     let s = Scratch::new("python");
     s.file("hello.py", "print('hello')\n");
-    s.evald(&["run", "hello.py", "--language", "/usr/bin/python3"], b"")
-        .assert(0, "hello\n", "");
+    s.evald(&["run", "hello.py", "--language", "/usr/bin/python3"], b"").assert(0, "hello\n", "");
 }
 
 #[test]
 fn shell_script_with_a_shebang_runs_without_a_language() {
     let s = Scratch::new("shebang");
-    s.file(
-        "hi.sh",
-        "#!/bin/sh\necho \"hi from $(pwd) as $(id -u)\"\necho oops >&2\n",
-    );
+    s.file("hi.sh", "#!/bin/sh\necho \"hi from $(pwd) as $(id -u)\"\necho oops >&2\n");
     let uid = s.uid_base;
-    s.evald(&["run", "hi.sh"], b"")
-        .assert(0, &format!("hi from /box as {uid}\n"), "oops\n");
+    s.evald(&["run", "hi.sh"], b"").assert(0, &format!("hi from /box as {uid}\n"), "oops\n");
 }
 
 #[test]
 fn stdin_dash_feeds_this_process_stdin() {
     let s = Scratch::new("stdin-dash");
     s.file("cat.sh", "#!/bin/sh\nexec cat\n");
-    s.evald(&["run", "cat.sh", "--stdin", "-"], b"line one\nline two\n")
-        .assert(0, "line one\nline two\n", "");
+    s.evald(&["run", "cat.sh", "--stdin", "-"], b"line one\nline two\n").assert(0, "line one\nline two\n", "");
 }
 
 #[test]
@@ -139,28 +130,18 @@ fn stdin_file_feeds_the_file() {
     let s = Scratch::new("stdin-file");
     s.file("wc.sh", "#!/bin/sh\nwc -l\n");
     s.file("input.txt", "a\nb\nc\n");
-    s.evald(&["run", "wc.sh", "--stdin", "input.txt"], b"")
-        .assert(0, "3\n", "");
+    s.evald(&["run", "wc.sh", "--stdin", "input.txt"], b"").assert(0, "3\n", "");
 }
 
 #[test]
 fn arguments_after_double_dash_reach_the_program() {
     let s = Scratch::new("args");
     s.file("args.py", "import sys\nprint(sys.argv[1:])\n");
-    s.evald(
-        &[
-            "run",
-            "args.py",
-            "--language",
-            "/usr/bin/python3",
-            "--",
-            "one",
-            "two words",
-            "--json",
-        ],
-        b"",
-    )
-    .assert(0, "['one', 'two words', '--json']\n", "");
+    s.evald(&["run", "args.py", "--language", "/usr/bin/python3", "--", "one", "two words", "--json"], b"").assert(
+        0,
+        "['one', 'two words', '--json']\n",
+        "",
+    );
 }
 
 #[test]
@@ -168,8 +149,7 @@ fn all_files_are_in_the_workspace() {
     let s = Scratch::new("files");
     s.file("main.sh", "#!/bin/sh\n. ./lib.sh\ngreet world\n");
     s.file("lib.sh", "greet() { echo \"hello, $1\"; }\n");
-    s.evald(&["run", "main.sh", "lib.sh"], b"")
-        .assert(0, "hello, world\n", "");
+    s.evald(&["run", "main.sh", "lib.sh"], b"").assert(0, "hello, world\n", "");
 }
 
 #[test]
@@ -183,16 +163,7 @@ fn exit_code_of_the_program_is_evalds_exit_code() {
 fn json_prints_the_whole_outcome() {
     let s = Scratch::new("json");
     s.file("hello.py", "print('hello')\n");
-    let out = s.evald(
-        &[
-            "run",
-            "hello.py",
-            "--language",
-            "/usr/bin/python3",
-            "--json",
-        ],
-        b"",
-    );
+    let out = s.evald(&["run", "hello.py", "--language", "/usr/bin/python3", "--json"], b"");
     assert_eq!(out.code, Some(0), "exit code{out:?}");
     assert_eq!(out.stderr, "", "stderr{out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON outcome");
@@ -222,31 +193,22 @@ fn json_reports_a_limit_without_failing() {
 #[test]
 fn wall_time_limit_kills_and_exits_128_plus_sigkill() {
     let s = Scratch::new("wall");
-    s.file(
-        "sleep.sh",
-        "#!/bin/sh\necho started\nsleep 5\necho not reached\n",
-    );
-    s.evald(&["run", "sleep.sh", "--wall-ms", "200"], b"")
-        .assert(128 + 9, "started\n", "evald: time_limit_wall\n");
+    s.file("sleep.sh", "#!/bin/sh\necho started\nsleep 5\necho not reached\n");
+    s.evald(&["run", "sleep.sh", "--wall-ms", "200"], b"").assert(128 + 9, "started\n", "evald: time_limit_wall\n");
 }
 
 #[test]
 fn a_signal_exits_128_plus_the_signal() {
     let s = Scratch::new("signal");
     s.file("segv.sh", "#!/bin/sh\nkill -SEGV $$\n");
-    s.evald(&["run", "segv.sh"], b"")
-        .assert(128 + 11, "", "evald: signaled\n");
+    s.evald(&["run", "segv.sh"], b"").assert(128 + 11, "", "evald: signaled\n");
 }
 
 #[test]
 fn a_missing_interpreter_exits_127() {
     let s = Scratch::new("no-interpreter");
     s.file("x.py", "print(1)\n");
-    s.evald(
-        &["run", "x.py", "--language", "/usr/bin/no-such-interpreter"],
-        b"",
-    )
-    .assert(
+    s.evald(&["run", "x.py", "--language", "/usr/bin/no-such-interpreter"], b"").assert(
         127,
         "",
         "evald: executing the program: No such file or directory (os error 2)\n",
@@ -268,26 +230,20 @@ fn bad_limits_are_refused_before_anything_runs() {
     let s = Scratch::new("limits");
     s.file("hello.py", "print('hello')\n");
     let py = ["run", "hello.py", "--language", "/usr/bin/python3"];
-    s.evald(&[&py[..], &["--memory", "0"]].concat(), b"")
-        .assert(
-            125,
-            "",
-            "evald: limit memory_bytes must be greater than zero\n",
-        );
-    s.evald(&[&py[..], &["--wall-ms", "0"]].concat(), b"")
-        .assert(
-            125,
-            "",
-            "evald: limit wall_time must be greater than zero\n",
-        );
-    s.evald(&[&py[..], &["--processes", "100000"]].concat(), b"")
-        .assert(
-            125,
-            "",
-            "evald: limit processes exceeds the maximum of 4096\n",
-        );
-    assert!(
-        !s.dir.join("state").exists(),
-        "no sandbox state was created"
+    s.evald(&[&py[..], &["--memory", "0"]].concat(), b"").assert(
+        125,
+        "",
+        "evald: limit memory_bytes must be greater than zero\n",
     );
+    s.evald(&[&py[..], &["--wall-ms", "0"]].concat(), b"").assert(
+        125,
+        "",
+        "evald: limit wall_time must be greater than zero\n",
+    );
+    s.evald(&[&py[..], &["--processes", "100000"]].concat(), b"").assert(
+        125,
+        "",
+        "evald: limit processes exceeds the maximum of 4096\n",
+    );
+    assert!(!s.dir.join("state").exists(), "no sandbox state was created");
 }

@@ -17,10 +17,7 @@ use std::process::Command;
 
 /// The workspace root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
 /// Every `.rs` file beneath `dir`, sorted.
@@ -50,12 +47,7 @@ fn crates() -> Vec<(String, PathBuf)> {
         .expect("crates/")
         .map(|e| e.expect("directory entry").path())
         .filter(|p| p.join("Cargo.toml").is_file())
-        .map(|p| {
-            (
-                p.file_name().expect("name").to_string_lossy().into_owned(),
-                p,
-            )
-        })
+        .map(|p| (p.file_name().expect("name").to_string_lossy().into_owned(), p))
         .collect();
     out.sort();
     out
@@ -92,9 +84,7 @@ fn code_part(line: &str) -> String {
             }
             // A character literal such as '\'' or '"' (not a lifetime).
             '\'' if chars.get(i + 1) == Some(&'\\') => {
-                let end = (i + 3..chars.len())
-                    .find(|&j| chars[j] == '\'')
-                    .unwrap_or(chars.len());
+                let end = (i + 3..chars.len()).find(|&j| chars[j] == '\'').unwrap_or(chars.len());
                 out.push_str("' '");
                 i = end;
             }
@@ -120,10 +110,7 @@ fn has_word(text: &str, word: &str) -> bool {
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
 
 fn read(path: &Path) -> String {
@@ -131,11 +118,7 @@ fn read(path: &Path) -> String {
 }
 
 fn assert_none(rule: &str, violations: Vec<String>) {
-    assert!(
-        violations.is_empty(),
-        "{rule}:\n  {}",
-        violations.join("\n  ")
-    );
+    assert!(violations.is_empty(), "{rule}:\n  {}", violations.join("\n  "));
 }
 
 #[test]
@@ -164,11 +147,8 @@ fn crates_other_than_the_sandbox_forbid_unsafe_code() {
         if name == "sandbox" {
             continue;
         }
-        let mut roots: Vec<PathBuf> = ["src/lib.rs", "src/main.rs"]
-            .iter()
-            .map(|f| dir.join(f))
-            .filter(|p| p.is_file())
-            .collect();
+        let mut roots: Vec<PathBuf> =
+            ["src/lib.rs", "src/main.rs"].iter().map(|f| dir.join(f)).filter(|p| p.is_file()).collect();
         roots.extend(rust_files(&dir.join("src/bin")));
         if roots.is_empty() {
             violations.push(format!("crates/{name}: no src/lib.rs or src/main.rs"));
@@ -218,10 +198,7 @@ fn every_unsafe_block_in_the_sandbox_has_a_safety_comment() {
             }
         }
     }
-    assert_none(
-        "`unsafe` without a `// SAFETY:` comment right above",
-        violations,
-    );
+    assert_none("`unsafe` without a `// SAFETY:` comment right above", violations);
 }
 
 #[test]
@@ -255,31 +232,20 @@ fn library_crates_print_nothing() {
             }
         }
     }
-    assert_none(
-        "library code printing instead of logging through tracing",
-        violations,
-    );
+    assert_none("library code printing instead of logging through tracing", violations);
 }
 
 /// `print!(` must not match inside `eprint!(` or `sprint!(`.
 fn has_macro(code: &str, mac: &str) -> bool {
-    code.match_indices(mac).any(|(i, _)| {
-        !code[..i]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_')
-    })
+    code.match_indices(mac)
+        .any(|(i, _)| !code[..i].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_'))
 }
 
 /// Files under version control (or, outside a git checkout, every file but
 /// `target/` and `.git/`).
 fn repository_files() -> Vec<PathBuf> {
     let root = root();
-    let listed = Command::new("git")
-        .arg("-C")
-        .arg(&root)
-        .args(["ls-files", "-z"])
-        .output();
+    let listed = Command::new("git").arg("-C").arg(&root).args(["ls-files", "-z"]).output();
     if let Ok(out) = listed {
         if out.status.success() {
             return String::from_utf8_lossy(&out.stdout)
@@ -295,11 +261,7 @@ fn repository_files() -> Vec<PathBuf> {
     while let Some(d) = stack.pop() {
         for entry in fs::read_dir(&d).expect("directory") {
             let path = entry.expect("directory entry").path();
-            let name = path
-                .file_name()
-                .expect("name")
-                .to_string_lossy()
-                .into_owned();
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
             if path.is_dir() {
                 if name != "target" && name != ".git" && name != "node_modules" {
                     stack.push(path);
@@ -348,11 +310,7 @@ fn packages_of(script: &Path) -> Vec<String> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("PACKAGES="))
         .unwrap_or_else(|| panic!("{} has no PACKAGES= line", relative(script)));
-    let mut list: Vec<String> = line
-        .trim_matches('"')
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let mut list: Vec<String> = line.trim_matches('"').split_whitespace().map(str::to_owned).collect();
     list.sort();
     list
 }
@@ -369,18 +327,9 @@ fn ci_and_setup_install_the_same_packages() {
 
 #[test]
 fn code_part_drops_comments_and_literals() {
-    assert_eq!(
-        code_part(r#"let a = "x // un safe"; // z"#),
-        r#"let a = ""; "#
-    );
-    assert_eq!(
-        code_part(r#"f('"', b'\'', "\"q\"") // c"#),
-        r#"f(' ', b' ', "") "#
-    );
-    assert_eq!(
-        code_part("fn f<'a>(x: &'a str) {}"),
-        "fn f<'a>(x: &'a str) {}"
-    );
+    assert_eq!(code_part(r#"let a = "x // un safe"; // z"#), r#"let a = ""; "#);
+    assert_eq!(code_part(r#"f('"', b'\'', "\"q\"") // c"#), r#"f(' ', b' ', "") "#);
+    assert_eq!(code_part("fn f<'a>(x: &'a str) {}"), "fn f<'a>(x: &'a str) {}");
     assert!(has_word("x = unsafe { y }", "unsafe"));
     assert!(!has_word("#![forbid(unsafe_code)]", "unsafe"));
     assert!(has_macro("eprintln!(\"x\")", "eprintln!("));

@@ -412,7 +412,7 @@ impl Engine {
 }
 
 /// Expands `{main}`, `{main_stem}` and `{files}` in a command.
-fn expand(cmd: &[String], files: &[SourceFile]) -> Vec<String> {
+pub fn expand(cmd: &[String], files: &[SourceFile]) -> Vec<String> {
     let main = files.first().map(|f| f.path.as_str()).unwrap_or("");
     let stem = match main.rfind('.') {
         Some(i) if i > main.rfind('/').map_or(0, |s| s + 1) => &main[..i],

@@ -23,10 +23,15 @@ use std::ptr;
 
 use crate::seccomp::SeccompPolicy;
 
-/// One step of building the box's root file system. Paths are absolute
-/// host paths under the new root (before `pivot_root`).
+/// One step of building a box's file system: the template's (paths under
+/// the new root, before `pivot_root`) or a run's (paths inside the box).
 #[derive(Clone)]
 pub(crate) enum Op {
+    /// Attach a detached mount (from `open_tree(OPEN_TREE_CLONE)`) at `dst`.
+    MoveMount {
+        fd: RawFd,
+        dst: CString,
+    },
     Mkdir {
         path: CString,
         mode: libc::mode_t,
@@ -84,9 +89,12 @@ impl Op {
             Op::WriteFile { path, .. } => format!("write {}", s(path)),
             Op::Chown { path, .. } => format!("chown {}", s(path)),
             Op::RemountRo { path, .. } => format!("remount read-only {}", s(path)),
+            Op::MoveMount { dst, .. } => format!("attach the workspace on {}", s(dst)),
         }
     }
 }
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// A resource limit applied to the payload.
 pub(crate) struct Rlimit {
@@ -505,6 +513,14 @@ fn run_op(op: &Op) -> Result<(), ()> {
                 result
             }
             Op::Chown { path, uid, gid } => ok(libc::lchown(path.as_ptr(), *uid, *gid)),
+            Op::MoveMount { fd, dst } => ok(libc::syscall(
+                libc::SYS_move_mount,
+                *fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ) as c_int),
             Op::RemountRo { path, flags } => ok(libc::mount(
                 ptr::null(),
                 path.as_ptr(),

@@ -11,6 +11,8 @@
 //! This crate knows nothing of languages or HTTP, and is the only crate of
 //! evald with `unsafe` code.
 
+#[cfg(feature = "tokio")]
+pub mod asyncio;
 pub mod cgroup;
 mod launch;
 mod outcome;

@@ -229,15 +229,16 @@ impl Sandbox {
             &format!("box-{slot}-{seq}"),
             &CgroupLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.processes.into() },
         )?;
-        let stdio = Stdio::new(&spec.stdin, &self.inner.dev_null)?;
-        let (sync_read, sync_write) = pipe()?;
-        let (status_read, status_write) = pipe()?;
         let uid = match workspace {
             Some(_) => self.workspace_uid(),
             None => self.inner.config.uid_base + slot,
         };
+        let stdio = Stdio::new(&spec.stdin, &self.inner.dev_null)?;
+        stdio.give_to(uid);
+        let (sync_read, sync_write) = pipe()?;
+        let (status_read, status_write) = pipe()?;
         let workspace_dir = match workspace {
-            Some(w) => Some(fs::File::open(w.path()).map_err(io_err(format!("opening {}", w.path().display())))?),
+            Some(w) => Some(w.detached_copy().map_err(io_err(format!("cloning the mount {}", w.path().display())))?),
             None => None,
         };
         let mut plan = self.plan(spec, workspace_dir.as_ref().map(|f| f.as_raw_fd()), uid, &stdio)?;
@@ -336,20 +337,10 @@ impl Sandbox {
         ops.push(tmpfs(at("/tmp"), nosuid_nodev, &format!("size={size},mode=1777")));
         match workspace {
             Some(fd) => {
-                ops.push(Op::Mount {
-                    src: cstr(&format!("/proc/self/fd/{fd}")),
-                    dst: at(WORKSPACE_DIR),
-                    fstype: CString::default(),
-                    flags: libc::MS_BIND,
-                    data: CString::default(),
-                });
-                ops.push(Op::Mount {
-                    src: CString::default(),
-                    dst: at(WORKSPACE_DIR),
-                    fstype: CString::default(),
-                    flags: libc::MS_BIND | libc::MS_REMOUNT | nosuid_nodev,
-                    data: CString::default(),
-                });
+                // A bind from the host's namespace is refused in the box's;
+                // a detached copy of the mount (nosuid, nodev like the
+                // original) can be attached anywhere.
+                ops.push(Op::MoveMount { fd, dst: at(WORKSPACE_DIR) });
             }
             None => {
                 ops.push(tmpfs(at(WORKSPACE_DIR), nosuid_nodev, &format!("size={size},mode=0755,uid={uid},gid={uid}")));
@@ -638,6 +629,15 @@ impl Stdio {
         child_owned.push(out_w);
         child_owned.push(err_w);
         Ok(Stdio { child_stdin, child_stdout, child_stderr, child_owned, parent })
+    }
+
+    /// Makes the box user the owner of its pipes and terminal, so that the
+    /// program can reopen them (`/dev/stdin`, `tee /dev/stderr`).
+    fn give_to(&self, uid: u32) {
+        for fd in &self.child_owned {
+            // SAFETY: fchown of a descriptor we own.
+            unsafe { libc::fchown(fd.as_raw_fd(), uid, uid) };
+        }
     }
 
     fn into_parent_ends(self) -> ParentEnds {

@@ -95,6 +95,21 @@ impl Workspace {
         &self.path
     }
 
+    /// A detached copy of the workspace's mount (`open_tree` with
+    /// `OPEN_TREE_CLONE`), which a box attaches in its own mount namespace.
+    pub(crate) fn detached_copy(&self) -> io::Result<OwnedFd> {
+        const OPEN_TREE_CLONE: libc::c_uint = 1;
+        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+        // SAFETY: open_tree on a directory descriptor we own, with an empty
+        // path; it returns a fresh descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_open_tree, self.dir.as_raw_fd(), c"".as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
     /// The user id that owns the workspace; boxes using it run as this id.
     pub fn uid(&self) -> u32 {
         self.uid
@@ -276,11 +291,13 @@ impl Workspace {
                     };
                 }
             }
-            current = openat(current.as_raw_fd(), dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-                .map_err(|source| match source.kind() {
-                    io::ErrorKind::NotFound => WorkspaceError::NotFound { path: rel.into() },
-                    _ => WorkspaceError::Io { what: "opening", path: rel.into(), source },
-                })?;
+            current =
+                openat(current.as_raw_fd(), dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(
+                    |source| match source.kind() {
+                        io::ErrorKind::NotFound => WorkspaceError::NotFound { path: rel.into() },
+                        _ => WorkspaceError::Io { what: "opening", path: rel.into(), source },
+                    },
+                )?;
         }
         Ok((current, (*name).to_owned()))
     }

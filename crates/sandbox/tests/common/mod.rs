@@ -38,9 +38,8 @@ use evald_sandbox::{FileSpec, Limits, Outcome, RunSpec, Running, Sandbox, Sandbo
 pub const UID_BASE: u32 = 62000;
 /// Boxes that may run at once.
 pub const SLOTS: u32 = 4;
-/// Owner of persistent workspaces in these tests (inside the checked range).
-pub const WORKSPACE_UID: u32 = UID_BASE + 50;
-/// Every uid a box of this binary may run as.
+/// Every uid a box of this binary may run as (slots, then the owner of
+/// persistent workspaces, with room to spare).
 pub const BOX_UIDS: std::ops::Range<u32> = UID_BASE..UID_BASE + 64;
 
 /// Path of the attack program inside the box.
@@ -58,6 +57,8 @@ pub struct Harness {
     canaries: Vec<Canary>,
     cgroup_parents: Vec<PathBuf>,
     lock_file: fs::File,
+    /// Compiled attack programs by name.
+    programs: HashMap<String, Vec<u8>>,
 }
 
 struct Canary {
@@ -131,6 +132,9 @@ impl Harness {
             Canary::create(canary_dir.join("secret"), format!("canary of test process {pid}\n").into_bytes()),
             Canary::create(state_dir.join("canary"), b"state canary\n".to_vec()),
         ];
+        // Compiled now, once: a compiler running later could hold pipes
+        // open while another test counts its descriptors.
+        let programs = compile_all();
         let lock_file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -140,12 +144,7 @@ impl Harness {
         // SAFETY: atexit with a plain extern "C" function that only touches
         // the file system.
         unsafe { libc::atexit(cleanup_at_exit) };
-        Harness { sandbox, instance, state_dir, canary_dir, canaries, cgroup_parents, lock_file }
-    }
-
-    /// `<state_dir>/<name>`, a fresh path for a persistent workspace.
-    pub fn workspace_path(&self, name: &str) -> PathBuf {
-        self.state_dir.join(format!("ws-{name}"))
+        Harness { sandbox, instance, state_dir, canary_dir, canaries, cgroup_parents, lock_file, programs }
     }
 }
 
@@ -286,10 +285,15 @@ impl Attack {
         }
         let fds = open_fds();
         if fds != self.fds_before {
-            problems.push(format!("open descriptors were {:?}, now {fds:?}", self.fds_before));
+            let gone: Vec<_> = self.fds_before.difference(&fds).collect();
+            let new: Vec<_> = fds.difference(&self.fds_before).collect();
+            problems.push(format!("open descriptors changed: closed {gone:?}, opened {new:?}"));
         }
+        // Other programs on the machine may open listeners meanwhile; a new
+        // one is the box's doing if a box user owns it, or if no process
+        // holds it although it is still listening.
         for l in listeners().difference(&self.listeners_before) {
-            if BOX_UIDS.contains(&l.uid) || socket_owners(l.inode).is_empty() {
+            if BOX_UIDS.contains(&l.uid) || (socket_owners(l.inode).is_empty() && listeners().contains(l)) {
                 problems.push(format!("new listening socket {l:?}"));
             }
         }
@@ -342,14 +346,28 @@ pub fn assert_stdout(o: &Outcome, expected: &str) {
 
 /// Bytes of the compiled attack program `tests/programs/<name>.c`.
 pub fn program(name: &str) -> Vec<u8> {
-    static BUILT: OnceLock<Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
-    built.entry(name.to_owned()).or_insert_with(|| compile(name)).clone()
+    harness().programs.get(name).unwrap_or_else(|| panic!("no program tests/programs/{name}.c")).clone()
+}
+
+fn programs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
+}
+
+/// Compiles every `tests/programs/*.c`.
+fn compile_all() -> HashMap<String, Vec<u8>> {
+    let entries = fs::read_dir(programs_dir()).expect("listing tests/programs");
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".c").map(str::to_owned))
+        .map(|name| {
+            let bytes = compile(&name);
+            (name, bytes)
+        })
+        .collect()
 }
 
 fn compile(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let dir = programs_dir();
     let src = dir.join(format!("{name}.c"));
     let out_dir = tempfile::tempdir().expect("temporary directory");
     let out = out_dir.path().join(name);
@@ -361,12 +379,7 @@ fn compile(name: &str) -> Vec<u8> {
         .arg(&src)
         .output()
         .unwrap_or_else(|e| panic!("running gcc (install gcc): {e}"));
-    assert!(
-        result.status.success(),
-        "gcc failed on {}:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&result.stderr)
-    );
+    assert!(result.status.success(), "gcc failed on {}:\n{}", src.display(), String::from_utf8_lossy(&result.stderr));
     fs::read(&out).expect("reading the compiled program")
 }
 
@@ -452,9 +465,8 @@ fn processes() -> Vec<(u32, String, Vec<u32>)> {
         let Ok(status) = fs::read_to_string(e.path().join("status")) else { continue };
         let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
         let name = field("Name:").unwrap_or("?").to_owned();
-        let uids = field("Uid:")
-            .map(|u| u.split_whitespace().filter_map(|x| x.parse().ok()).collect())
-            .unwrap_or_default();
+        let uids =
+            field("Uid:").map(|u| u.split_whitespace().filter_map(|x| x.parse().ok()).collect()).unwrap_or_default();
         out.push((pid, name, uids));
     }
     out

@@ -1,0 +1,556 @@
+//! evald's HTTP server: the native API (`/api/v1`), Piston v2 compatibility
+//! (`/api/v2`), admission control, API keys, health and graceful shutdown.
+//!
+//! [`app`] builds the router from an [`AppState`] (tests drive it with
+//! `oneshot` or a real socket); [`serve`] wires the sandbox, the catalogue
+//! and the engine from a [`ServerConfig`] and runs it until SIGTERM/SIGINT.
+//!
+//! Architecture invariants: only this crate knows HTTP; the engine and the
+//! sandbox are synchronous and are called through `spawn_blocking` only
+//! after admission, so no async worker ever blocks on a box and the number
+//! of blocking threads busy with boxes never exceeds the slots.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod auth;
+pub mod error;
+pub mod jobs;
+mod native;
+mod piston;
+mod stream;
+mod web;
+mod ws;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use evald_engine::{Engine, EngineConfig, EngineError};
+use serde_json::json;
+use tracing::Instrument;
+
+pub use admission::{Admission, AdmissionConfig, Refusal};
+pub use auth::{ApiKeys, FixedWindow, RateLimiter};
+pub use error::{ApiError, Dialect};
+pub use jobs::JobStore;
+
+/// Every route of the router, as (method, path); the OpenAPI document
+/// describes exactly these (a test checks both ways).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz/live"),
+    ("get", "/healthz/ready"),
+    ("get", "/api/v1/languages"),
+    ("post", "/api/v1/runs"),
+    ("get", "/api/v1/runs/{id}"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v2/runtimes"),
+    ("post", "/api/v2/execute"),
+    ("get", "/api/v2/connect"),
+];
+
+/// The OpenAPI 3.1 document of the HTTP API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `evald serve` settings: flags, or `EVALD_*` environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on
+    #[arg(long, env = "EVALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the language catalogue (*.toml)
+    #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
+    pub languages_dir: PathBuf,
+    /// Directory for the sandbox's own mount points
+    #[arg(long, env = "EVALD_STATE_DIR", default_value = "/run/evald")]
+    pub state_dir: PathBuf,
+    /// Name of this instance (its cgroups are evald-<instance>)
+    #[arg(long, env = "EVALD_INSTANCE", default_value = "default")]
+    pub instance: String,
+    /// First user id of the box users (one per slot)
+    #[arg(long, env = "EVALD_UID_BASE", default_value_t = 61000)]
+    pub uid_base: u32,
+    /// Most boxes running at once
+    #[arg(long, env = "EVALD_SLOTS", default_value_t = 8)]
+    pub slots: u32,
+    /// Share of the machine's memory (MemTotal) that admitted boxes may reserve together
+    #[arg(long, env = "EVALD_MEMORY_SHARE", default_value_t = 0.5)]
+    pub memory_share: f64,
+    /// Most requests waiting for a slot; more get 429
+    #[arg(long, env = "EVALD_QUEUE", default_value_t = 64)]
+    pub queue: usize,
+    /// Longest wait for a slot in milliseconds; then 503
+    #[arg(long, env = "EVALD_QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub queue_timeout_ms: u64,
+    /// Largest request body (and WebSocket message) in bytes
+    #[arg(long, env = "EVALD_MAX_BODY_BYTES", default_value_t = 8 << 20)]
+    pub max_body_bytes: usize,
+    /// File of API keys, one `key [requests_per_minute]` per line; when keys
+    /// are configured every /api route requires one
+    #[arg(long, env = "EVALD_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys as `key[:requests_per_minute],...`
+    #[arg(long, env = "EVALD_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// Requests per minute of a key that states none (0: unlimited)
+    #[arg(long, env = "EVALD_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Log JSON lines instead of text
+    #[arg(long, env = "EVALD_LOG_JSON")]
+    pub log_json: bool,
+    /// After SIGTERM, how long in-flight runs may take to finish, in milliseconds
+    #[arg(long, env = "EVALD_SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
+    pub shutdown_grace_ms: u64,
+    /// Directory of durable data: the stored session workspaces
+    #[arg(long, env = "EVALD_DATA_DIR", default_value = "/var/lib/evald")]
+    pub data_dir: PathBuf,
+    /// Interactive sessions open on this node at once
+    #[arg(long, env = "EVALD_MAX_SESSIONS", default_value_t = 1000)]
+    pub max_sessions: usize,
+    /// A session with no client and no process is deleted after this many seconds
+    #[arg(long, env = "EVALD_SESSION_TTL_S", default_value_t = 86_400)]
+    pub session_ttl_s: u64,
+    /// A session client that sends nothing for this many seconds is disconnected
+    #[arg(long, env = "EVALD_SESSION_IDLE_S", default_value_t = 300)]
+    pub session_idle_s: u64,
+    /// Maximum lifetime of a session in seconds
+    #[arg(long, env = "EVALD_SESSION_LIFETIME_S", default_value_t = 43_200)]
+    pub session_lifetime_s: u64,
+    /// A session's process keeps running this many seconds after its last client left
+    #[arg(long, env = "EVALD_SESSION_GRACE_S", default_value_t = 60)]
+    pub session_grace_s: u64,
+    /// Bytes of output kept per session for replay after a reconnect
+    #[arg(long, env = "EVALD_SESSION_REPLAY_BYTES", default_value_t = 256 * 1024)]
+    pub session_replay_bytes: usize,
+    /// Wall-clock limit of a process in a session, in seconds
+    #[arg(long, env = "EVALD_SESSION_RUN_WALL_S", default_value_t = 900)]
+    pub session_run_wall_s: u64,
+    /// Files a session workspace may hold
+    #[arg(long, env = "EVALD_SESSION_FILES", default_value_t = 500)]
+    pub session_files: usize,
+    /// Bytes a session workspace may hold
+    #[arg(long, env = "EVALD_SESSION_DISK_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub session_disk_bytes: u64,
+}
+
+impl ServerConfig {
+    /// The session settings of this configuration.
+    pub fn session_config(&self) -> evald_session::SessionConfig {
+        use std::time::Duration as D;
+        evald_session::SessionConfig {
+            ttl: D::from_secs(self.session_ttl_s),
+            idle: D::from_secs(self.session_idle_s),
+            lifetime: D::from_secs(self.session_lifetime_s),
+            grace: D::from_secs(self.session_grace_s),
+            max_sessions: self.max_sessions,
+            max_clients: 16,
+            replay_bytes: self.session_replay_bytes,
+            run_wall: D::from_secs(self.session_run_wall_s),
+            max_files: self.session_files,
+            disk_bytes: self.session_disk_bytes,
+        }
+    }
+}
+
+/// Settings of an [`AppState`] besides the engine.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    pub admission: AdmissionConfig,
+    pub max_body_bytes: usize,
+    pub keys: ApiKeys,
+    /// Stored `wait: false` runs, and how long finished ones are kept.
+    pub stored_runs: usize,
+    pub stored_run_ttl: Duration,
+}
+
+impl StateOptions {
+    /// Defaults for `slots` boxes and a memory budget.
+    pub fn new(slots: u32, memory_budget_bytes: u64) -> StateOptions {
+        StateOptions {
+            admission: AdmissionConfig {
+                slots,
+                memory_budget_bytes,
+                queue: 64,
+                queue_timeout: Duration::from_secs(10),
+            },
+            max_body_bytes: 8 << 20,
+            keys: ApiKeys::default(),
+            stored_runs: 1000,
+            stored_run_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    admission: Admission,
+    jobs: JobStore,
+    keys: ApiKeys,
+    limiter: Box<dyn RateLimiter>,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    shutting_down: AtomicBool,
+    sessions: std::sync::OnceLock<Arc<evald_session::Manager>>,
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, options: StateOptions) -> AppState {
+        AppState::with_rate_limiter(engine, options, Box::new(FixedWindow::default()))
+    }
+
+    pub fn with_rate_limiter(engine: Engine, options: StateOptions, limiter: Box<dyn RateLimiter>) -> AppState {
+        let cfg = engine.config();
+        let request_timeout = options.admission.queue_timeout
+            + evald_engine::max_job_duration(cfg, cfg.max_cases)
+            + Duration::from_secs(10);
+        AppState {
+            inner: Arc::new(Inner {
+                engine: Arc::new(engine),
+                admission: Admission::new(options.admission),
+                jobs: JobStore::new(options.stored_runs, options.stored_run_ttl),
+                keys: options.keys,
+                limiter,
+                max_body_bytes: options.max_body_bytes,
+                request_timeout,
+                shutting_down: AtomicBool::new(false),
+                sessions: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
+    }
+
+    /// Runs submitted with `wait: false` (tests await `wait_done`).
+    pub fn jobs(&self) -> &JobStore {
+        &self.inner.jobs
+    }
+
+    pub fn keys(&self) -> &ApiKeys {
+        &self.inner.keys
+    }
+
+    pub fn rate_limiter(&self) -> &dyn RateLimiter {
+        self.inner.limiter.as_ref()
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
+    }
+
+    /// Readiness turns 503 and admission refuses new jobs; admitted ones go on.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.admission.close();
+        if let Some(m) = self.inner.sessions.get() {
+            m.shutdown();
+        }
+    }
+
+    /// Enables interactive sessions, served by `manager`.
+    pub fn set_sessions(&self, manager: Arc<evald_session::Manager>) {
+        let _ = self.inner.sessions.set(manager);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Admits a job reserving `memory_bytes`, or says why not.
+    pub(crate) async fn admit(&self, memory_bytes: u64, dialect: Dialect) -> Result<admission::Permit, ApiError> {
+        let ticket = self.inner.admission.enqueue(memory_bytes).map_err(|r| refusal(r, dialect))?;
+        ticket.admit().await.map_err(|r| refusal(r, dialect))
+    }
+}
+
+/// The HTTP answer to a refusal.
+pub(crate) fn refusal(r: Refusal, dialect: Dialect) -> ApiError {
+    let e = match &r {
+        Refusal::TooLarge { .. } => ApiError::bad_request("memory_budget", r.to_string()),
+        Refusal::QueueFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", r.to_string()).retry_after(1),
+        Refusal::Timeout => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", r.to_string()).retry_after(5),
+        Refusal::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", r.to_string()).retry_after(5)
+        }
+    };
+    e.with_dialect(dialect)
+}
+
+/// The HTTP answer to an engine error.
+pub(crate) fn engine_error(e: EngineError, dialect: Dialect) -> ApiError {
+    let e = match e {
+        EngineError::Busy => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the sandbox is busy; retry later")
+                .retry_after(1)
+        }
+        EngineError::Sandbox(details) => ApiError::internal(details),
+        other => ApiError::bad_request("invalid_job", other.to_string()),
+    };
+    e.with_dialect(dialect)
+}
+
+/// Name of a signal number, e.g. `SIGKILL`.
+pub fn signal_name(n: i32) -> String {
+    let name = match n {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        other => return format!("SIG{other}"),
+    };
+    name.to_owned()
+}
+
+/// The signals a WebSocket client may send.
+pub fn signal_number(name: &str) -> Option<i32> {
+    Some(match name {
+        "SIGINT" => libc::SIGINT,
+        "SIGTERM" => libc::SIGTERM,
+        "SIGKILL" => libc::SIGKILL,
+        "SIGQUIT" => libc::SIGQUIT,
+        "SIGHUP" => libc::SIGHUP,
+        "SIGUSR1" => libc::SIGUSR1,
+        "SIGUSR2" => libc::SIGUSR2,
+        _ => return None,
+    })
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/languages", get(native::languages))
+        .route("/api/v1/runs", post(native::create_run))
+        .route("/api/v1/runs/{id}", get(native::get_run))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v2/runtimes", get(piston::runtimes))
+        .route("/api/v2/execute", post(piston::execute))
+        .route("/api/v2/connect", get(ws::connect));
+    let api = match state.inner.sessions.get() {
+        Some(m) => api.merge(evald_session::routes(m.clone())),
+        None => api,
+    };
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .route("/healthz/live", get(live))
+        .route("/healthz/ready", get(ready))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/app.css", get(web::style))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes()))
+        .layer(middleware::from_fn_with_state(state.clone(), request_timeout))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response()
+    } else {
+        Json(json!({"status": "ok"})).into_response()
+    }
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+        .with_dialect(Dialect::of_path(req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .with_dialect(Dialect::of_path(req.uri().path()))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
+}
+
+/// Bounds every request (reading its body and running its job) by the
+/// longest a job may legitimately take.
+async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let dialect = Dialect::of_path(req.uri().path());
+    match tokio::time::timeout(state.inner.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+            .with_dialect(dialect)
+            .retry_after(5)
+            .into_response(),
+    }
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A span per request with its id (also returned as `x-request-id`).
+async fn request_span(req: Request, next: Next) -> Response {
+    let id = format!("{:x}-{}", std::process::id(), REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed));
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered")
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Installs the global tracing subscriber (`EVALD_LOG` filters, default info).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Builds the [`StateOptions`] of a configuration (reads the keys file and
+/// the machine's memory size).
+pub fn state_options(config: &ServerConfig) -> anyhow::Result<StateOptions> {
+    anyhow::ensure!(config.slots > 0, "--slots must be at least 1");
+    anyhow::ensure!(config.memory_share > 0.0 && config.memory_share <= 1.0, "--memory-share must be in (0, 1]");
+    let total = admission::mem_total().context("reading the machine's memory size")?;
+    let mut options = StateOptions::new(config.slots, (total as f64 * config.memory_share) as u64);
+    options.admission.queue = config.queue;
+    options.admission.queue_timeout = Duration::from_millis(config.queue_timeout_ms);
+    options.max_body_bytes = config.max_body_bytes;
+    if let Some(path) = &config.api_keys_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        options.keys.parse_file(&text, config.rate_limit).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if let Some(list) = &config.api_keys {
+        options.keys.parse_list(list, config.rate_limit).map_err(|e| anyhow::anyhow!("EVALD_API_KEYS: {e}"))?;
+    }
+    Ok(options)
+}
+
+/// Runs the server until SIGTERM or SIGINT, then stops accepting and lets
+/// in-flight runs finish within the grace period.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let options = state_options(&config)?;
+    let sandbox = evald_sandbox::Sandbox::new(evald_sandbox::SandboxConfig {
+        instance: config.instance.clone(),
+        state_dir: config.state_dir.clone(),
+        uid_base: config.uid_base,
+        slots: config.slots,
+        ..evald_sandbox::SandboxConfig::default()
+    })
+    .context("starting the sandbox")?;
+    let catalogue = evald_engine::Catalogue::load_dir(&config.languages_dir)
+        .with_context(|| format!("loading the languages of {}", config.languages_dir.display()))?;
+    let languages = tokio::task::spawn_blocking(move || evald_engine::catalogue::detect_installed(&catalogue))
+        .await
+        .context("detecting installed languages")?;
+    tracing::info!(installed = languages.len(), "languages detected");
+    let engine = Engine::new(sandbox, languages, EngineConfig::default());
+    let state = AppState::new(engine, options);
+    let store_dir = config.data_dir.join("sessions");
+    let store = evald_session::LocalStore::new(&store_dir)
+        .with_context(|| format!("opening the session store {}", store_dir.display()))?;
+    let sessions = evald_session::Manager::new(state.engine().clone(), Arc::new(store), config.session_config());
+    let reaper = sessions.start_reaper();
+    state.set_sessions(sessions);
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "serving");
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let on_signal = {
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            state.begin_shutdown();
+            stop.notify_waiters();
+        }
+    };
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(on_signal);
+    let mut server = std::pin::pin!(server.into_future());
+    let deadline = async {
+        stop.notified().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = &mut server => r.context("serving")?,
+        () = deadline => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    // Admitted jobs (background runs, WebSocket runs) hold permits.
+    let mut active = state.admission().active();
+    if tokio::time::timeout(grace, active.wait_for(|n| *n == 0)).await.is_err() {
+        tracing::warn!(active = *active.borrow(), "runs still active at exit; their boxes are killed");
+    }
+    reaper.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Admission control (slots, queue, timeout) and API keys with rate limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const UID_BASE: u32 = 66000;
+
+fn sleeper(seconds: f64) -> serde_json::Value {
+    execute("python", "*", &format!("import time\ntime.sleep({seconds})"))
+}
+
+#[tokio::test]
+async fn beyond_slots_and_queue_requests_get_429() {
+    let state = state(UID_BASE, 1, |o| o.admission.queue = 0);
+    let app = evald_server::app(state.clone());
+    let mut active = state.admission().active();
+    let holder = {
+        let app = app.clone();
+        tokio::spawn(async move { post_json(&app, "/api/v2/execute", &sleeper(1.5)).await })
+    };
+    active.wait_for(|n| *n == 1).await.expect("the holder is admitted");
+    let r = post_json(&app, "/api/v2/execute", &execute("python", "*", "print(1)")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json(), json!({"message": "too many requests are waiting; retry later"}));
+    let native = json!({"language": "python", "files": [{"path": "a.py", "content": ""}]});
+    let r = post_json(&app, "/api/v1/runs", &native).await;
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (429, Some("1")));
+    assert_eq!(
+        r.json(),
+        json!({"error": {"code": "overloaded", "message": "too many requests are waiting; retry later"}})
+    );
+    let held = holder.await.expect("holder");
+    assert_eq!(held.status, 200);
+    active.wait_for(|n| *n == 0).await.expect("released");
+    let r = post_json(&app, "/api/v2/execute", &execute("python", "*", "print(1)")).await;
+    assert_eq!((r.status.as_u16(), &r.json()["run"]["stdout"]), (200, &json!("1\n")));
+}
+
+#[tokio::test]
+async fn waiting_past_the_queue_timeout_is_503() {
+    let state = state(UID_BASE, 1, |o| {
+        o.admission.queue = 1;
+        o.admission.queue_timeout = Duration::from_millis(200);
+    });
+    let app = evald_server::app(state.clone());
+    let mut active = state.admission().active();
+    let holder = {
+        let app = app.clone();
+        tokio::spawn(async move { post_json(&app, "/api/v2/execute", &sleeper(2.0)).await })
+    };
+    active.wait_for(|n| *n == 1).await.expect("the holder is admitted");
+    let r = post_json(&app, "/api/v2/execute", &execute("python", "*", "print(1)")).await;
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (503, Some("5")));
+    assert_eq!(r.json(), json!({"message": "no capacity became free in time; retry later"}));
+    assert_eq!(state.admission().waiting(), 0);
+    assert_eq!(holder.await.expect("holder").status, 200);
+}
+
+#[tokio::test]
+async fn api_keys_and_rate_limits() {
+    let state = state(UID_BASE, 1, |o| {
+        o.keys.insert("limited", 2);
+        o.keys.insert("free", 0);
+    });
+    let app = evald_server::app(state);
+    let r = get(&app, "/api/v2/runtimes").await;
+    assert_eq!((r.status.as_u16(), r.json()), (401, json!({"message": "a valid API key is required"})));
+    let r = get(&app, "/api/v1/languages").await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()),
+        (401, json!({"error": {"code": "unauthorized", "message": "a valid API key is required"}}))
+    );
+    let with = |key: &str, header: &str| {
+        let value = if header == "authorization" { format!("Bearer {key}") } else { key.to_owned() };
+        axum::http::Request::get("/api/v1/languages")
+            .header(header, value)
+            .body(axum::body::Body::empty())
+            .expect("req")
+    };
+    assert_eq!(send(&app, with("wrong", "authorization")).await.status, 401);
+    assert_eq!(send(&app, with("free", "x-api-key")).await.status, 200);
+    let r = get(&app, "/healthz/live").await;
+    assert_eq!(r.status, 200, "health needs no key");
+    let r = send(&app, with("limited", "authorization")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("ratelimit-limit"), r.header("ratelimit-remaining")),
+        (200, Some("2"), Some("1"))
+    );
+    let r = send(&app, with("limited", "x-api-key")).await;
+    assert_eq!((r.status.as_u16(), r.header("ratelimit-remaining")), (200, Some("0")));
+    let r = send(&app, with("limited", "authorization")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!((r.header("ratelimit-limit"), r.header("ratelimit-remaining")), (Some("2"), Some("0")));
+    let reset: u64 = r.header("ratelimit-reset").and_then(|v| v.parse().ok()).expect("reset");
+    assert!((1..=60).contains(&reset), "reset {reset}");
+    assert_eq!(r.header("retry-after"), Some(reset.to_string().as_str()));
+    assert_eq!(
+        r.json(),
+        json!({"error": {"code": "rate_limited", "message": "the rate limit of this API key is exceeded"}})
+    );
+}
