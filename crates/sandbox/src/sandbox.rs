@@ -26,8 +26,21 @@ const CPU_POLL: Duration = Duration::from_millis(10);
 
 /// Host paths bound read-only into every box (when they exist), besides
 /// `/usr` and the `/bin`, `/lib*`, `/sbin` links.
-pub const DEFAULT_READ_ONLY_BINDS: &[&str] =
-    &["/etc/alternatives", "/etc/ld.so.cache", "/etc/ssl", "/etc/java-17-openjdk", "/etc/localtime", "/etc/mime.types"];
+pub const DEFAULT_READ_ONLY_BINDS: &[&str] = &[
+    "/etc/alternatives",
+    "/etc/ld.so.cache",
+    "/etc/ssl",
+    "/etc/java-17-openjdk",
+    "/etc/localtime",
+    "/etc/mime.types",
+    // Runtime configuration some languages read (mono, GnuCOBOL, R, racket)
+    // and GHC's package database (/usr/lib/ghc/package.conf.d links there).
+    "/etc/mono",
+    "/etc/gnucobol",
+    "/etc/R",
+    "/etc/racket",
+    "/var/lib/ghc",
+];
 
 /// Start-up settings of a [`Sandbox`].
 #[derive(Debug, Clone)]
