@@ -165,3 +165,100 @@ pub fn http(base: &str, iterations: usize) -> Result<()> {
     );
     Ok(())
 }
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a bash session with a shell on a PTY and waits for its prompt.
+async fn open_shell(base: &str) -> Result<Ws> {
+    use futures_util::SinkExt;
+    let url = format!("{base}/api/v1/sessions");
+    let body = serde_json::json!({"language": "bash", "files": [{"path": "main.sh", "content": "echo hi\n"}]});
+    let created = tokio::task::spawn_blocking(move || -> Result<String> {
+        let text =
+            ureq::post(&url).set("Content-Type", "application/json").send_string(&body.to_string())?.into_string()?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        Ok(v["id"].as_str().unwrap_or_default().to_owned())
+    })
+    .await??;
+    let ws_url = format!("{}/api/v1/sessions/{created}/ws", base.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"shell"}"#.into())).await?;
+    // The prompt ends with "$ ".
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"$ ") {
+        seen.extend(next_output(&mut ws).await?);
+    }
+    Ok(ws)
+}
+
+/// The bytes of the next `output` event.
+async fn next_output(ws: &mut Ws) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no event within 30 s"))?
+            .ok_or_else(|| anyhow::anyhow!("connection closed"))??;
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: serde_json::Value = serde_json::from_str(t.as_str())?;
+            if v["type"] == "output" {
+                return Ok(base64::engine::general_purpose::STANDARD.decode(v["data"].as_str().unwrap_or_default())?);
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))
+}
+
+/// `evald bench session`: keystroke echo through a PTY session, then the
+/// server's memory per idle connected session with `sessions` shells open.
+pub async fn session(base: &str, server_pid: u32, keystrokes: usize, sessions: usize) -> Result<()> {
+    use futures_util::SinkExt;
+    let mut ws = open_shell(base).await?;
+    let key = tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"stdin","data":"a"}"#.into());
+    let clear = tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"stdin","data":"\u0015"}"#.into());
+    let mut samples = Vec::with_capacity(keystrokes);
+    for i in 0..keystrokes + 20 {
+        if i % 50 == 49 {
+            // Ctrl-U clears the line; its echo is consumed untimed.
+            ws.send(clear.clone()).await?;
+            next_output(&mut ws).await?;
+        }
+        let t = Instant::now();
+        ws.send(key.clone()).await?;
+        let echoed = next_output(&mut ws).await?;
+        let elapsed = t.elapsed();
+        ensure!(echoed.contains(&b'a'), "unexpected echo {echoed:?}");
+        if i >= 20 {
+            samples.push(elapsed);
+        }
+    }
+    let s = stats(samples);
+    println!("keystroke to echo through a PTY session (WebSocket on loopback), {keystrokes} keystrokes");
+    println!("  p50 {:.3} ms, p99 {:.3} ms", ms(s.median), ms(s.p99));
+    drop(ws);
+
+    let before = rss_kib(server_pid)?;
+    let mut open = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        open.push(open_shell(base).await?);
+    }
+    let after = rss_kib(server_pid)?;
+    println!("{sessions} idle sessions, each with a connected client and a shell on a PTY");
+    println!(
+        "  server RSS {:.1} MiB before, {:.1} MiB after: {:.1} KiB per session (sandboxed processes excluded: they are not the server's)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after.saturating_sub(before)) as f64 / sessions as f64
+    );
+    drop(open);
+    Ok(())
+}

@@ -67,6 +67,19 @@ enum BenchCommand {
         #[command(flatten)]
         sandbox: SandboxArgs,
     },
+    /// Keystroke-to-echo round trip through a PTY session, and server memory
+    /// per idle connected session with N sessions open, each with a shell
+    Session {
+        /// Keystrokes timed
+        #[arg(long, default_value_t = 500)]
+        keystrokes: usize,
+        /// Sessions held open for the memory figure
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// The language catalogue directory for the server started here
+        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
+        languages_dir: PathBuf,
+    },
     /// Python hello world through POST /api/v2/execute at 1 and 8 clients
     /// beside bare python3, and the compile cache on C++ (starts its own
     /// `evald serve` on a loopback port unless --url is given)
@@ -146,6 +159,9 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Sandbox { iterations, sandbox } } => bench_sandbox(iterations, &sandbox),
         Command::Bench { what: BenchCommand::Http { iterations, url, languages_dir } } => {
             bench_http(iterations, url, &languages_dir)
+        }
+        Command::Bench { what: BenchCommand::Session { keystrokes, sessions, languages_dir } } => {
+            bench_session(keystrokes, sessions, &languages_dir)
         }
     };
     match result {
@@ -256,36 +272,72 @@ fn bench_http(iterations: usize, url: Option<String>, languages: &std::path::Pat
         bench::http(url.trim_end_matches('/'), iterations)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let pid = std::process::id();
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("EVALD_INSTANCE", format!("bench-http-{pid}"))
-        .env("EVALD_STATE_DIR", format!("/tmp/evald-bench-http-{pid}"))
-        .env("EVALD_DATA_DIR", format!("/tmp/evald-bench-http-{pid}/data"))
-        .env("EVALD_LANGUAGES", languages)
-        .env("EVALD_SLOTS", "16")
-        .env("EVALD_QUEUE", "256")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("starting evald serve")?;
-    let base = format!("http://127.0.0.1:{port}");
-    let ready = (0..600).any(|_| {
-        if ureq::get(&format!("{base}/healthz/ready")).call().is_ok() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        false
-    });
-    let result = if ready { bench::http(&base, iterations) } else { Err(anyhow::anyhow!("the server did not start")) };
-    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(format!("/tmp/evald-bench-http-{pid}"));
+    let server = BenchServer::start(languages, &[("EVALD_SLOTS", "16"), ("EVALD_QUEUE", "256")])?;
+    let result = bench::http(&server.base, iterations);
+    drop(server);
     result?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// An `evald serve` child on a free loopback port, for benchmarks.
+struct BenchServer {
+    child: std::process::Child,
+    base: String,
+    dir: String,
+}
+
+impl BenchServer {
+    fn start(languages: &std::path::Path, env: &[(&str, &str)]) -> Result<BenchServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let pid = std::process::id();
+        let dir = format!("/tmp/evald-bench-{pid}");
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("EVALD_INSTANCE", format!("bench-serve-{pid}"))
+            .env("EVALD_STATE_DIR", &dir)
+            .env("EVALD_DATA_DIR", format!("{dir}/data"))
+            .env("EVALD_LANGUAGES", languages)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting evald serve")?;
+        let server = BenchServer { child, base: format!("http://127.0.0.1:{port}"), dir };
+        // Bounded wait for readiness (a benchmark, not a test: polling is fine).
+        for _ in 0..1200 {
+            if ureq::get(&format!("{}/healthz/ready", server.base)).call().is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        anyhow::bail!("the server did not become ready")
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bench_session(keystrokes: usize, sessions: usize, languages: &std::path::Path) -> Result<ExitCode> {
+    evald_sandbox::raise_fd_limit()?;
+    let slots = (sessions + 16).to_string();
+    let server = BenchServer::start(
+        languages,
+        &[("EVALD_SLOTS", &slots), ("EVALD_MAX_SESSIONS", &slots), ("EVALD_SESSION_IDLE_S", "3600")],
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(bench::session(&server.base, server.child.id(), keystrokes, sessions))?;
+    drop(server);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve(config: evald_server::ServerConfig) -> Result<ExitCode> {
+    if let Err(e) = evald_sandbox::raise_fd_limit() {
+        tracing::warn!(error = %e, "could not raise the open files limit");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(evald_server::serve(config))?;
     Ok(ExitCode::SUCCESS)

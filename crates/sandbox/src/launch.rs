@@ -629,9 +629,12 @@ pub(crate) unsafe fn build_template(new_root: &CStr, ops: &[Op]) -> Result<std::
     if pid == 0 {
         // SAFETY: in the fresh child; see the function's contract.
         unsafe {
-            // The parent's ends: holding them would keep the pipes open.
-            libc::close(rr);
-            libc::close(hw);
+            // Only our own pipe ends stay open: a copy of another thread's
+            // pipe (say, a concurrent template builder's) would keep it open.
+            let _ = (rr, hw);
+            if close_all_except(&[rw, hr]).is_err() {
+                fail(rw, step::CLOSE_FDS);
+            }
             if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) != 0 {
                 fail(rw, step::PROPAGATION);
             }

@@ -21,7 +21,7 @@ pub mod seccomp;
 mod spec;
 mod workspace;
 
-pub use outcome::{Outcome, Status};
+pub use outcome::{signal_name, Outcome, Status};
 pub use sandbox::{Running, Sandbox, SandboxConfig, SandboxError, DEFAULT_READ_ONLY_BINDS};
 pub use spec::{check_relative_path, FileSpec, Limits, Network, RunSpec, SpecError, Stdin};
 pub use workspace::{Entry, Workspace, WorkspaceError};
@@ -29,3 +29,21 @@ pub use workspace::{Entry, Workspace, WorkspaceError};
 /// The workspace directory inside every box, and the default working
 /// directory.
 pub const WORKSPACE_DIR: &str = "/box";
+
+/// Raises this process's soft limit of open files to its hard limit (a
+/// server holds several descriptors per box and per connection). Returns
+/// the new soft limit.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}

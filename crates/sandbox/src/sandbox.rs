@@ -122,6 +122,13 @@ impl Sandbox {
         }
         let new_root = config.state_dir.join("root");
         fs::create_dir_all(&new_root).map_err(io_err(format!("creating {}", new_root.display())))?;
+        // Only root may look into the state directory: workspaces are
+        // mounted beneath it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&config.state_dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_err(format!("restricting {}", config.state_dir.display())))?;
+        }
         let cgroups = Cgroups::detect(&config.instance)?;
         let swept = cgroups.sweep_stale()?;
         if swept > 0 {
@@ -385,16 +392,21 @@ impl Sandbox {
         }
 
         let l = &spec.limits;
-        let rlimits = vec![
+        let mut rlimits = vec![
             Rlimit { resource: libc::RLIMIT_CORE, value: 0 },
             Rlimit { resource: libc::RLIMIT_FSIZE, value: l.file_size_bytes },
             Rlimit { resource: libc::RLIMIT_NOFILE, value: l.open_files.into() },
             Rlimit { resource: libc::RLIMIT_MEMLOCK, value: 64 << 10 },
             Rlimit { resource: libc::RLIMIT_MSGQUEUE, value: 0 },
-            Rlimit { resource: libc::RLIMIT_NPROC, value: l.processes.into() },
             Rlimit { resource: libc::RLIMIT_CPU, value: l.cpu_time.as_secs() + 2 },
             Rlimit { resource: libc::RLIMIT_RTPRIO, value: 0 },
         ];
+        // RLIMIT_NPROC counts every process of the uid on the host: a backstop
+        // for a slot's own uid, but boxes in persistent workspaces share one
+        // uid, so for them the pids cgroup alone limits processes.
+        if workspace.is_none() {
+            rlimits.push(Rlimit { resource: libc::RLIMIT_NPROC, value: l.processes.into() });
+        }
         let program = resolve_program(&spec.program);
         let mut strings = Vec::with_capacity(spec.args.len() + spec.env.len() + 6);
         strings.push(cstr(&program));

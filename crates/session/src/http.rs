@@ -37,6 +37,19 @@ impl IntoResponse for SessionError {
     }
 }
 
+/// A request body, or the reason it could not be read (too large: 413).
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+impl From<axum::extract::rejection::BytesRejection> for SessionError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            SessionError::Quota("the request body is larger than the server accepts".into())
+        } else {
+            SessionError::BadRequest(e.body_text())
+        }
+    }
+}
+
 /// The session routes, to be merged into the server's router.
 pub fn routes<S: Clone + Send + Sync + 'static>(manager: Arc<Manager>) -> Router<S> {
     Router::new()
@@ -70,7 +83,8 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, SessionError
     serde_json::from_slice(bytes).map_err(|e| SessionError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-async fn create(State(m): State<Arc<Manager>>, bytes: Bytes) -> Result<Response, SessionError> {
+async fn create(State(m): State<Arc<Manager>>, bytes: Body) -> Result<Response, SessionError> {
+    let bytes = bytes?;
     let req: NewSession = body(&bytes)?;
     let mut files = Vec::with_capacity(req.files.len());
     for f in req.files {
@@ -101,7 +115,8 @@ struct Update {
     language: String,
 }
 
-async fn update(State(m): State<Arc<Manager>>, Path(id): Path<String>, bytes: Bytes) -> Result<Response, SessionError> {
+async fn update(State(m): State<Arc<Manager>>, Path(id): Path<String>, bytes: Body) -> Result<Response, SessionError> {
+    let bytes = bytes?;
     let req: Update = body(&bytes)?;
     let s = m.get(&id).await?;
     let lang = m.engine.resolve(&req.language, None).ok_or(SessionError::UnknownLanguage(req.language))?;
@@ -158,8 +173,9 @@ async fn read(
 async fn write(
     State(m): State<Arc<Manager>>,
     Path((id, path)): Path<(String, String)>,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Result<Response, SessionError> {
+    let bytes = bytes?;
     check(&path)?;
     let s = m.get(&id).await?;
     let (max_files, disk) = (m.config.max_files, m.config.disk_bytes);
@@ -223,7 +239,8 @@ struct Rename {
     to: String,
 }
 
-async fn rename(State(m): State<Arc<Manager>>, Path(id): Path<String>, bytes: Bytes) -> Result<Response, SessionError> {
+async fn rename(State(m): State<Arc<Manager>>, Path(id): Path<String>, bytes: Body) -> Result<Response, SessionError> {
+    let bytes = bytes?;
     let req: Rename = body(&bytes)?;
     check(&req.from)?;
     check(&req.to)?;

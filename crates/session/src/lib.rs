@@ -211,9 +211,16 @@ impl Manager {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut stop = me.shutdown.subscribe();
+            let mut n: u64 = 0;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => me.reap().await,
+                    _ = tick.tick() => {
+                        me.reap().await;
+                        n += 1;
+                        if n % 60 == 0 {
+                            me.touch_and_expire_stored().await;
+                        }
+                    }
                     _ = stop.changed() => return,
                 }
             }
@@ -241,6 +248,45 @@ impl Manager {
                 let _ = s.closed.send(Some(ws::CLOSE_NOT_FOUND));
                 self.remove(&s.id).await;
             }
+        }
+    }
+
+    /// Once a minute: records activity of the sessions in use in the store,
+    /// and deletes stored sessions unused for longer than the TTL.
+    async fn touch_and_expire_stored(&self) {
+        let active: Vec<(String, String)> = match self.sessions.lock() {
+            Ok(map) => map
+                .values()
+                .filter_map(|s| {
+                    let i = s.inner.lock().ok()?;
+                    (i.clients > 0 || i.running.is_some() || i.last_activity.elapsed() < Duration::from_secs(60))
+                        .then(|| (s.id.clone(), i.language.spec.id.clone()))
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        let loaded: std::collections::HashSet<String> =
+            self.sessions.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let store = self.store.clone();
+        let ttl = self.config.ttl.as_secs();
+        let result = blocking(move || {
+            let now = now_secs();
+            for (id, language) in &active {
+                store.set_meta(id, &Meta { language: language.clone(), touched: now })?;
+            }
+            for id in store.ids()? {
+                if loaded.contains(&id) {
+                    continue;
+                }
+                if store.meta(&id)?.is_some_and(|m| now.saturating_sub(m.touched) > ttl) {
+                    store.remove(&id)?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "maintaining the session store");
         }
     }
 

@@ -75,7 +75,7 @@ pub(crate) fn start(
             "kind": kind.as_str(),
             "status": status.as_str(),
             "exit_code": o.exit_code,
-            "signal": o.signal,
+            "signal": o.signal.map(evald_sandbox::signal_name),
             "cpu_ms": o.cpu_time.as_secs_f64() * 1000.0,
             "wall_ms": o.wall_time.as_secs_f64() * 1000.0,
             "memory_bytes": o.memory_bytes,

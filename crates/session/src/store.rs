@@ -55,6 +55,9 @@ impl LocalStore {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<LocalStore> {
         let dir = dir.into();
         fs::create_dir_all(&dir)?;
+        // Users' files: only root may read the store.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
         Ok(LocalStore { dir })
     }
 

@@ -328,6 +328,17 @@ async fn limits_close_with_their_codes() {
     assert_eq!(c.next().await, json!({"type": "closed", "code": 4404}));
     first.send(json!({"type": "launch"})).await;
     assert_eq!(first.next().await, json!({"type": "closed", "code": 4400}));
+    // The wall-clock limit of a session's process.
+    let s = server(SessionConfig { run_wall: Duration::from_secs(1), ..SessionConfig::default() }).await;
+    let id = s.session("python", py("import time\ntime.sleep(60)\n")).await;
+    let mut c = s.connect(&id, None).await;
+    c.send(json!({"type": "run"})).await;
+    let exit = c.exit().await;
+    assert_eq!(
+        (exit["status"].as_str(), exit["signal"].as_str()),
+        (Some("time_limit_wall"), Some("SIGKILL")),
+        "{exit}"
+    );
     // Shutdown.
     let s = server(SessionConfig::default()).await;
     let id = s.session("python", py("")).await;
