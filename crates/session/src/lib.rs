@@ -217,7 +217,7 @@ impl Manager {
                     _ = tick.tick() => {
                         me.reap().await;
                         n += 1;
-                        if n % 60 == 0 {
+                        if n.is_multiple_of(60) {
                             me.touch_and_expire_stored().await;
                         }
                     }
