@@ -299,6 +299,7 @@ impl BenchServer {
             .env("EVALD_LANGUAGES", languages)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .context("starting evald serve")?;
         let server = BenchServer { child, base: format!("http://127.0.0.1:{port}"), dir };

@@ -281,5 +281,9 @@ async fn websocket(
 ) -> Response {
     let session = m.get(&id).await.ok();
     let last_seq = q.last_seq.unwrap_or(0);
+    // Small buffers: a connected but idle client should cost little memory
+    // (the defaults reserve 128 KiB per connection); client messages are
+    // keystrokes and commands.
+    let upgrade = upgrade.read_buffer_size(4096).write_buffer_size(4096).max_message_size(1 << 20).max_frame_size(1 << 20);
     upgrade.on_upgrade(move |socket| crate::ws::serve(m, session, last_seq, socket))
 }

@@ -349,7 +349,7 @@ impl Manager {
             Ok(ws)
         })
         .await?;
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(256);
         let (closed, _) = watch::channel(None);
         let session = Arc::new(Session {
             id: id.to_owned(),

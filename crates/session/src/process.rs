@@ -162,7 +162,7 @@ async fn drive(
     let master = evald_sandbox::asyncio::register(master).map_err(|e| e.to_string())?;
     let exited = evald_sandbox::asyncio::register(pidfd).map_err(|e| e.to_string())?;
     let mut check = tokio::time::interval(LIMIT_CHECK);
-    let mut buf = vec![0u8; 16384];
+    let mut buf = vec![0u8; 8192];
     let mut pty_open = true;
     loop {
         tokio::select! {
