@@ -99,7 +99,8 @@ impl Verdict {
         }
     }
 
-    fn of(status: Status) -> Verdict {
+    /// The verdict of a run's sandbox status (signals are runtime errors).
+    pub fn of(status: Status) -> Verdict {
         match status {
             Status::Ok => Verdict::Ok,
             Status::RuntimeError | Status::Signaled => Verdict::RuntimeError,

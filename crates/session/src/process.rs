@@ -85,17 +85,6 @@ pub(crate) fn start(
     Ok(())
 }
 
-fn verdict(status: Status) -> Verdict {
-    match status {
-        Status::Ok => Verdict::Ok,
-        Status::RuntimeError | Status::Signaled => Verdict::RuntimeError,
-        Status::TimeLimitCpu => Verdict::TimeLimitCpu,
-        Status::TimeLimitWall => Verdict::TimeLimitWall,
-        Status::MemoryLimit => Verdict::MemoryLimit,
-        Status::OutputLimit => Verdict::OutputLimit,
-        Status::InternalError => Verdict::InternalError,
-    }
-}
 
 async fn drive(
     manager: &Arc<Manager>,
@@ -135,7 +124,7 @@ async fn drive(
                 if outcome.status != Status::Ok {
                     let v = match outcome.status {
                         Status::RuntimeError | Status::Signaled => Verdict::CompileError,
-                        other => verdict(other),
+                        other => Verdict::of(other),
                     };
                     return Ok((v, outcome));
                 }
@@ -193,7 +182,7 @@ async fn drive(
         session.emit(json!({"type": "output", "data": b64(&buf[..n])}));
     }
     let outcome = tokio::task::spawn_blocking(move || running.wait()).await.map_err(|e| e.to_string())?;
-    Ok((verdict(outcome.status), outcome))
+    Ok((Verdict::of(outcome.status), outcome))
 }
 
 async fn write_all(master: &AsyncFd<std::fs::File>, mut data: &[u8]) {
