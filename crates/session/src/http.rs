@@ -284,6 +284,7 @@ async fn websocket(
     // Small buffers: a connected but idle client should cost little memory
     // (the defaults reserve 128 KiB per connection); client messages are
     // keystrokes and commands.
-    let upgrade = upgrade.read_buffer_size(4096).write_buffer_size(4096).max_message_size(1 << 20).max_frame_size(1 << 20);
+    let upgrade =
+        upgrade.read_buffer_size(4096).write_buffer_size(4096).max_message_size(1 << 20).max_frame_size(1 << 20);
     upgrade.on_upgrade(move |socket| crate::ws::serve(m, session, last_seq, socket))
 }
