@@ -85,7 +85,6 @@ pub(crate) fn start(
     Ok(())
 }
 
-
 async fn drive(
     manager: &Arc<Manager>,
     session: &Arc<Session>,
