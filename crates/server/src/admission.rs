@@ -8,7 +8,7 @@
 //! `queue` requests wait (more get 429 at once), and none waits longer than
 //! `queue_timeout` (it then gets 503). Nothing ever waits without end.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,18 @@ pub enum Refusal {
     Timeout,
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("this node is draining; retry (another node will take the run)")]
+    Draining,
+}
+
+/// Whether admission takes new jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    /// New and waiting jobs are refused; may reopen ([`Admission::undrain`]).
+    Draining,
+    /// For good: the process is exiting.
+    Closed,
 }
 
 /// Settings of [`Admission`].
@@ -42,7 +54,8 @@ struct Inner {
     /// Memory in KiB units (permits are `u32` per acquisition).
     memory: Arc<Semaphore>,
     waiting: AtomicUsize,
-    closed: AtomicBool,
+    /// A watch so that waiting tickets learn at once that they are refused.
+    gate: watch::Sender<Gate>,
     /// Number of admitted jobs, observable so shutdown and tests can await it.
     active: watch::Sender<usize>,
 }
@@ -66,7 +79,7 @@ impl Admission {
                 slots: Arc::new(Semaphore::new(config.slots as usize)),
                 memory: Arc::new(Semaphore::new(budget_kib)),
                 waiting: AtomicUsize::new(0),
-                closed: AtomicBool::new(false),
+                gate: watch::channel(Gate::Open).0,
                 active: watch::channel(0).0,
             }),
         }
@@ -83,8 +96,8 @@ impl Admission {
     /// by the few requests of such a race).
     pub fn enqueue(&self, memory_bytes: u64) -> Result<Ticket, Refusal> {
         let inner = &self.inner;
-        if inner.closed.load(Ordering::SeqCst) {
-            return Err(Refusal::ShuttingDown);
+        if let Some(refusal) = self.refusal() {
+            return Err(refusal);
         }
         let need = kib(memory_bytes);
         let budget = inner.config.memory_budget_bytes;
@@ -108,11 +121,52 @@ impl Admission {
         self.enqueue(memory_bytes)?.admit().await
     }
 
-    /// Refuses every new and waiting job; admitted ones keep their permits.
+    /// Refuses every new and waiting job for good; admitted ones keep their
+    /// permits.
     pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.gate.send_replace(Gate::Closed);
         self.inner.slots.close();
         self.inner.memory.close();
+    }
+
+    /// Refuses every new and waiting job with [`Refusal::Draining`] until
+    /// [`Admission::undrain`]; admitted ones keep their permits.
+    pub fn drain(&self) {
+        self.inner.gate.send_if_modified(|g| {
+            *g == Gate::Open && {
+                *g = Gate::Draining;
+                true
+            }
+        });
+    }
+
+    /// Takes new jobs again after a drain (not after `close`).
+    pub fn undrain(&self) {
+        self.inner.gate.send_if_modified(|g| {
+            *g == Gate::Draining && {
+                *g = Gate::Open;
+                true
+            }
+        });
+    }
+
+    /// Why a job would be refused now whatever its size, if it would.
+    fn refusal(&self) -> Option<Refusal> {
+        match *self.inner.gate.borrow() {
+            Gate::Open => None,
+            Gate::Draining => Some(Refusal::Draining),
+            Gate::Closed => Some(Refusal::ShuttingDown),
+        }
+    }
+
+    /// Slots free now.
+    pub fn free_slots(&self) -> usize {
+        self.inner.slots.available_permits()
+    }
+
+    /// Bytes of the memory budget not reserved by admitted jobs.
+    pub fn free_memory_bytes(&self) -> u64 {
+        (self.inner.memory.available_permits() as u64 * 1024).min(self.inner.config.memory_budget_bytes)
     }
 
     /// The number of admitted jobs, as a watch (await `wait_for`).
@@ -126,6 +180,9 @@ impl Admission {
     }
 }
 
+/// The gate closed (or the semaphores did) while a ticket waited.
+struct AcquireClosed;
+
 /// A place in line; dropping it leaves the line.
 pub struct Ticket {
     admission: Admission,
@@ -137,16 +194,24 @@ impl Ticket {
     /// Waits (at most the queue timeout) for a slot and the memory.
     pub async fn admit(self) -> Result<Permit, Refusal> {
         let inner = self.admission.inner.clone();
+        let mut gate = inner.gate.subscribe();
         let acquire = async {
             let memory = inner.memory.clone().acquire_many_owned(self.need).await?;
             let slot = inner.slots.clone().acquire_owned().await?;
             Ok::<_, tokio::sync::AcquireError>((slot, memory))
         };
-        let result = tokio::time::timeout(inner.config.queue_timeout, acquire).await;
+        let refused = async {
+            let _ = gate.wait_for(|g| *g != Gate::Open).await;
+        };
+        let result = tokio::select! {
+            r = tokio::time::timeout(inner.config.queue_timeout, acquire) => r.map(|r| r.map_err(|_| AcquireClosed)),
+            () = refused => Ok(Err(AcquireClosed)),
+        };
+        let refusal = self.admission.refusal();
         drop(self);
         match result {
             Err(_) => Err(Refusal::Timeout),
-            Ok(Err(_)) => Err(Refusal::ShuttingDown),
+            Ok(Err(AcquireClosed)) => Err(refusal.unwrap_or(Refusal::ShuttingDown)),
             Ok(Ok((slot, memory))) => {
                 inner.active.send_modify(|n| *n += 1);
                 Ok(Permit { _slot: slot, _memory: memory, admission: Admission { inner } })
@@ -223,5 +288,30 @@ mod tests {
         assert!(a.admit(20 << 20).await.is_ok());
         a.close();
         assert_eq!(a.enqueue(1).err(), Some(Refusal::ShuttingDown));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_refuses_new_and_waiting_jobs_and_can_be_undone() {
+        let a = admission(1, 1 << 30, 4);
+        assert_eq!((a.free_slots(), a.free_memory_bytes()), (1, 1 << 30));
+        let held = a.admit(1 << 20).await.expect("free");
+        assert_eq!((a.free_slots(), a.free_memory_bytes()), (0, (1 << 30) - (1 << 20)));
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit(1 << 20).await.err() }
+        });
+        while a.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        a.drain();
+        assert_eq!(waiting.await.expect("task"), Some(Refusal::Draining));
+        assert_eq!(a.enqueue(1).err(), Some(Refusal::Draining));
+        assert_eq!(*a.active().borrow(), 1, "the admitted job keeps its permit");
+        drop(held);
+        a.undrain();
+        assert!(a.admit(1 << 20).await.is_ok());
+        a.close();
+        a.undrain();
+        assert_eq!(a.enqueue(1).err(), Some(Refusal::ShuttingDown), "a close is for good");
     }
 }

@@ -120,6 +120,11 @@ impl RateLimiter for FixedWindow {
     }
 }
 
+/// Compares two secrets in time that depends on their lengths only.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn presented_key(req: &Request) -> Option<&str> {
     let headers = req.headers();
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {

@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod agent;
 pub mod auth;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 mod native;
 mod piston;
 mod stream;
@@ -57,6 +59,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v2/runtimes"),
     ("post", "/api/v2/execute"),
     ("get", "/api/v2/connect"),
+    ("get", "/metrics"),
+    ("post", "/admin/drain"),
+    ("post", "/admin/undrain"),
 ];
 
 /// The OpenAPI 3.1 document of the HTTP API.
@@ -111,6 +116,17 @@ pub struct ServerConfig {
     /// After SIGTERM, how long in-flight runs may take to finish, in milliseconds
     #[arg(long, env = "EVALD_SHUTDOWN_GRACE_MS", default_value_t = 15_000)]
     pub shutdown_grace_ms: u64,
+    /// When draining, each session client is told to reconnect after a random
+    /// delay within this window (milliseconds), then closed with 4503
+    #[arg(long, env = "EVALD_DRAIN_WINDOW_MS", default_value_t = 5_000)]
+    pub drain_window_ms: u64,
+    /// Key of the /admin routes (`Authorization: Bearer <key>`); without it
+    /// they answer 404
+    #[arg(long, env = "EVALD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Address of the HAProxy agent-check listener (off when not given)
+    #[arg(long, env = "EVALD_AGENT_LISTEN")]
+    pub agent_listen: Option<SocketAddr>,
     /// Directory of durable data: the stored session workspaces
     #[arg(long, env = "EVALD_DATA_DIR", default_value = "/var/lib/evald")]
     pub data_dir: PathBuf,
@@ -171,6 +187,10 @@ pub struct StateOptions {
     /// Stored `wait: false` runs, and how long finished ones are kept.
     pub stored_runs: usize,
     pub stored_run_ttl: Duration,
+    /// Window over which session clients are told to reconnect on a drain.
+    pub drain_window: Duration,
+    /// Key of the /admin routes; `None`: they answer 404.
+    pub admin_key: Option<String>,
 }
 
 impl StateOptions {
@@ -187,6 +207,8 @@ impl StateOptions {
             keys: ApiKeys::default(),
             stored_runs: 1000,
             stored_run_ttl: Duration::from_secs(600),
+            drain_window: Duration::from_secs(5),
+            admin_key: None,
         }
     }
 }
@@ -200,6 +222,10 @@ struct Inner {
     max_body_bytes: usize,
     request_timeout: Duration,
     shutting_down: AtomicBool,
+    draining: AtomicBool,
+    drain_window: Duration,
+    admin_key: Option<String>,
+    metrics: metrics::Metrics,
     sessions: std::sync::OnceLock<Arc<evald_session::Manager>>,
 }
 
@@ -229,6 +255,10 @@ impl AppState {
                 max_body_bytes: options.max_body_bytes,
                 request_timeout,
                 shutting_down: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+                drain_window: options.drain_window,
+                admin_key: options.admin_key,
+                metrics: metrics::Metrics::default(),
                 sessions: std::sync::OnceLock::new(),
             }),
         }
@@ -259,13 +289,74 @@ impl AppState {
         self.inner.max_body_bytes
     }
 
-    /// Readiness turns 503 and admission refuses new jobs; admitted ones go on.
+    /// Readiness turns 503 and admission refuses new jobs for good; admitted
+    /// ones go on; remaining session clients are closed with 4503 at once.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.admission.close();
         if let Some(m) = self.inner.sessions.get() {
             m.shutdown();
         }
+    }
+
+    /// Starts a drain (`POST /admin/drain`, and the first step of SIGTERM):
+    /// readiness answers 503 `draining`, the agent says `drain`, new and
+    /// waiting runs and new sessions get 503 with Retry-After, admitted runs
+    /// go on, and each session client is told to reconnect after a random
+    /// delay within the drain window, then closed with 4503.
+    pub fn begin_drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.admission.drain();
+        if let Some(m) = self.inner.sessions.get() {
+            m.drain(self.inner.drain_window);
+        }
+    }
+
+    /// Ends a drain started by `POST /admin/drain`; `false` once the node
+    /// shuts down (a SIGTERM drain cannot be undone).
+    pub fn end_drain(&self) -> bool {
+        if self.shutting_down() {
+            return false;
+        }
+        self.inner.draining.store(false, Ordering::SeqCst);
+        self.inner.admission.undrain();
+        if let Some(m) = self.inner.sessions.get() {
+            m.undrain();
+        }
+        true
+    }
+
+    /// Whether the node takes no new work: draining, or shutting down.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst) || self.shutting_down()
+    }
+
+    /// Waits until the drain has done its work: no admitted run left, no
+    /// session client left, and at least the drain window has passed (so
+    /// balancers have learnt that the node drains); at most `bound`.
+    /// Returns whether everything finished within the bound.
+    pub async fn drained(&self, bound: Duration) -> bool {
+        let started = tokio::time::Instant::now();
+        let mut active = self.admission().active();
+        let mut clients = self.sessions().map(|m| m.clients());
+        let work = async {
+            let _ = active.wait_for(|n| *n == 0).await;
+            if let Some(c) = clients.as_mut() {
+                let _ = c.wait_for(|n| *n == 0).await;
+            }
+            tokio::time::sleep_until(started + self.inner.drain_window).await;
+        };
+        tokio::time::timeout(bound, work).await.is_ok()
+    }
+
+    /// The series recorded by the handlers.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The session manager, when sessions are served.
+    pub fn sessions(&self) -> Option<&Arc<evald_session::Manager>> {
+        self.inner.sessions.get()
     }
 
     /// Enables interactive sessions, served by `manager`.
@@ -293,8 +384,14 @@ pub(crate) fn refusal(r: Refusal, dialect: Dialect) -> ApiError {
         Refusal::ShuttingDown => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", r.to_string()).retry_after(5)
         }
+        Refusal::Draining => draining_error(),
     };
     e.with_dialect(dialect)
+}
+
+/// The answer to new work on a draining node: 503, retry (elsewhere) at once.
+fn draining_error() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", Refusal::Draining.to_string()).retry_after(1)
 }
 
 /// The HTTP answer to an engine error.
@@ -340,10 +437,15 @@ pub fn app(state: AppState) -> Router {
         Some(m) => api.merge(evald_session::routes(m.clone())),
         None => api,
     };
-    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(state.clone(), drain_gate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .route("/healthz/live", get(live))
         .route("/healthz/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/admin/drain", post(admin_drain))
+        .route("/admin/undrain", post(admin_undrain))
         .route("/", get(web::index))
         .route("/app.js", get(web::script))
         .route("/app.css", get(web::style))
@@ -364,9 +466,85 @@ async fn live() -> Json<serde_json::Value> {
 async fn ready(State(state): State<AppState>) -> Response {
     if state.shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response()
+    } else if state.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response()
     } else {
         Json(json!({"status": "ok"})).into_response()
     }
+}
+
+/// New sessions, session WebSockets and Piston WebSockets are refused on a
+/// draining node (batch runs are refused by admission, which also refuses
+/// the runs waiting in its queue). Everything else, such as the files of
+/// existing sessions, is still served.
+async fn drain_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.draining() {
+        let path = req.uri().path();
+        let new_work = (req.method() == axum::http::Method::POST && path == "/api/v1/sessions")
+            || (path.starts_with("/api/v1/sessions/") && path.ends_with("/ws"))
+            || path == "/api/v2/connect";
+        if new_work {
+            let why = if state.shutting_down() { Refusal::ShuttingDown } else { Refusal::Draining };
+            return refusal(why, Dialect::of_path(path)).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let admission = state.admission();
+    let (cache_entries, cache_bytes, cache_hits, cache_misses) = state.engine().cache().stats();
+    let gauges = metrics::Gauges {
+        sessions_active: state.sessions().map_or(0, |m| m.len()),
+        session_clients_connected: state.sessions().map_or(0, |m| *m.clients().borrow()),
+        queue_depth: admission.waiting(),
+        free_slots: admission.free_slots(),
+        free_memory_bytes: admission.free_memory_bytes(),
+        draining: state.draining(),
+        cache_entries,
+        cache_bytes,
+        cache_hits,
+        cache_misses,
+    };
+    let text = metrics::render(state.metrics(), &gauges);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// Checks `Authorization: Bearer <admin key>`: 404 when the node has no
+/// admin key (the routes do not exist for it), 401 when the key is wrong.
+fn check_admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = state.inner.admin_key.as_deref() else {
+        return Err(ApiError::not_found("the admin routes are off: this node has no admin key"));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if auth::constant_time_eq(given.as_bytes(), key.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin key is required"))
+    }
+}
+
+async fn admin_drain(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    if !state.draining() {
+        tracing::info!("draining (admin request)");
+    }
+    state.begin_drain();
+    let window = state.inner.drain_window.as_millis() as u64;
+    Ok(Json(json!({"status": "draining", "drain_window_ms": window})).into_response())
+}
+
+async fn admin_undrain(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    check_admin(&state, &headers)?;
+    if !state.end_drain() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "shutting_down", "the node is shutting down"));
+    }
+    tracing::info!("taking work again (admin request)");
+    Ok(Json(json!({"status": "ok"})).into_response())
 }
 
 async fn openapi() -> Response {
@@ -440,6 +618,8 @@ pub fn state_options(config: &ServerConfig) -> anyhow::Result<StateOptions> {
     options.admission.queue = config.queue;
     options.admission.queue_timeout = Duration::from_millis(config.queue_timeout_ms);
     options.max_body_bytes = config.max_body_bytes;
+    options.drain_window = Duration::from_millis(config.drain_window_ms);
+    options.admin_key = config.admin_key.clone().filter(|k| !k.is_empty());
     if let Some(path) = &config.api_keys_file {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         options.keys.parse_file(&text, config.rate_limit).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -478,33 +658,54 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     state.set_sessions(sessions);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let agent = match config.agent_listen {
+        Some(addr) => {
+            let l = agent::bind(addr).await.with_context(|| format!("binding the agent listener {addr}"))?;
+            tracing::info!(agent = %l.local_addr()?, "agent check listening");
+            Some(tokio::spawn(agent::serve(l, state.clone())))
+        }
+        None => None,
+    };
     tracing::info!(listen = %listener.local_addr()?, "serving");
 
+    // SIGTERM drains first (the same drain as POST /admin/drain), while the
+    // listener stays open so balancers see readiness fail and the agent say
+    // `drain`; then the server stops accepting and the process exits.
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
     let stop = Arc::new(tokio::sync::Notify::new());
     let on_signal = {
         let (state, stop) = (state.clone(), stop.clone());
         async move {
             shutdown_signal().await;
+            tracing::info!("draining before exit");
+            state.begin_drain();
+            if !state.drained(grace.max(state.inner.drain_window)).await {
+                tracing::warn!("grace period over with work left");
+            }
             tracing::info!("shutting down");
             state.begin_shutdown();
             stop.notify_waiters();
         }
     };
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
     let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(on_signal);
     let mut server = std::pin::pin!(server.into_future());
+    // Connections still open after the drain (idle keep-alives, Piston
+    // WebSockets) get a short while to close, then are dropped.
     let deadline = async {
         stop.notified().await;
-        tokio::time::sleep(grace).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     };
     tokio::select! {
         r = &mut server => r.context("serving")?,
-        () = deadline => tracing::warn!("grace period over; closing remaining connections"),
+        () = deadline => tracing::warn!("closing remaining connections"),
     }
     // Admitted jobs (background runs, WebSocket runs) hold permits.
     let mut active = state.admission().active();
-    if tokio::time::timeout(grace, active.wait_for(|n| *n == 0)).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), active.wait_for(|n| *n == 0)).await.is_err() {
         tracing::warn!(active = *active.borrow(), "runs still active at exit; their boxes are killed");
+    }
+    if let Some(a) = agent {
+        a.abort();
     }
     reaper.abort();
     Ok(())

@@ -172,15 +172,28 @@ async fn execute(
     permit: crate::admission::Permit,
 ) -> Result<v1::RunResult, ApiError> {
     let engine = state.engine().clone();
+    let language = job.language.spec.id.clone();
+    let started = std::time::Instant::now();
     let r = tokio::task::spawn_blocking(move || {
         let r = engine.run_job(&job);
         drop(permit);
         r
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| engine_error(e, Dialect::Native))?;
-    Ok(result(id, &r))
+    .await;
+    let took = started.elapsed();
+    let r = match r {
+        Ok(Ok(r)) => result(id, &r),
+        Ok(Err(e)) => {
+            state.metrics().record_run(&language, "internal_error", took);
+            return Err(engine_error(e, Dialect::Native));
+        }
+        Err(e) => {
+            state.metrics().record_run(&language, "internal_error", took);
+            return Err(ApiError::internal(e));
+        }
+    };
+    state.metrics().record_run(&language, &r.status, took);
+    Ok(r)
 }
 
 pub async fn create_run(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {

@@ -182,6 +182,15 @@ pub fn cached_stage() -> Stage {
     }
 }
 
+/// The verdict of a job as the native API reports it: the compile stage's
+/// when it failed, else the first case's that is not `ok`.
+fn verdict(r: &evald_engine::JobResult) -> &'static str {
+    match &r.compile.stage {
+        Some(s) if s.verdict != evald_engine::Verdict::Ok => s.verdict.as_str(),
+        _ => r.cases.iter().map(|c| c.verdict.as_str()).find(|v| *v != "ok").unwrap_or("ok"),
+    }
+}
+
 pub async fn execute(State(state): State<AppState>, body: JsonBody) -> Result<Json<ExecuteResponse>, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(&body.0).map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
@@ -195,14 +204,28 @@ pub async fn execute(State(state): State<AppState>, body: JsonBody) -> Result<Js
         run_limits: p.run,
     };
     let engine = state.engine().clone();
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(move || {
         let r = engine.run_job(&job);
         drop(permit);
         r
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| engine_error(e, Dialect::Piston))?;
+    .await;
+    let language = &p.language.spec.id;
+    let result = match result {
+        Ok(Ok(r)) => {
+            state.metrics().record_run(language, verdict(&r), started.elapsed());
+            r
+        }
+        Ok(Err(e)) => {
+            state.metrics().record_run(language, "internal_error", started.elapsed());
+            return Err(engine_error(e, Dialect::Piston));
+        }
+        Err(e) => {
+            state.metrics().record_run(language, "internal_error", started.elapsed());
+            return Err(ApiError::internal(e).piston());
+        }
+    };
     let compile = match (&result.compile.stage, p.language.compiled()) {
         (Some(s), _) => Some(stage(&s.outcome)),
         (None, true) => Some(cached_stage()),

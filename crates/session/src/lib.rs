@@ -192,6 +192,11 @@ pub struct Manager {
     pub(crate) sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Set when the node shuts down: every client is closed with 4503.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Set to the drain window while the node drains: every client gets a
+    /// `reconnect` hint with a random delay within the window, then 4503.
+    pub(crate) draining: watch::Sender<Option<Duration>>,
+    /// WebSocket clients attached to any session of this node.
+    pub(crate) clients: watch::Sender<usize>,
 }
 
 fn now_secs() -> u64 {
@@ -201,7 +206,9 @@ fn now_secs() -> u64 {
 impl Manager {
     pub fn new(engine: Arc<Engine>, store: Arc<dyn WorkspaceStore>, config: SessionConfig) -> Arc<Manager> {
         let (shutdown, _) = watch::channel(false);
-        Arc::new(Manager { engine, config, store, sessions: Mutex::default(), shutdown })
+        let (draining, _) = watch::channel(None);
+        let (clients, _) = watch::channel(0);
+        Arc::new(Manager { engine, config, store, sessions: Mutex::default(), shutdown, draining, clients })
     }
 
     /// Starts the background task that ends idle processes and expired
@@ -293,6 +300,36 @@ impl Manager {
     /// Closes every client with 4503 (node shutting down).
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Starts a drain: each connected client (and each client that attaches
+    /// from now on) gets `{"type":"reconnect","delay_ms":N}` with N drawn
+    /// uniformly from `0..=window`, and is closed with 4503 N ms later, so
+    /// that clients spread their reconnects over the window instead of
+    /// arriving at the other nodes all at once. A second call keeps the
+    /// first window.
+    pub fn drain(&self, window: Duration) {
+        self.draining.send_if_modified(|w| w.is_none() && w.replace(window).is_none());
+    }
+
+    /// Ends a drain; clients already told to reconnect still do.
+    pub fn undrain(&self) {
+        self.draining.send_if_modified(|w| w.take().is_some());
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.borrow().is_some()
+    }
+
+    /// The number of WebSocket clients attached to this node's sessions, as a
+    /// watch (a drain awaits `wait_for(|n| *n == 0)`).
+    pub fn clients(&self) -> watch::Receiver<usize> {
+        self.clients.subscribe()
+    }
+
+    /// The configuration of this manager.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// Number of sessions open in memory.

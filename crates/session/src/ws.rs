@@ -1,7 +1,7 @@
 //! The WebSocket of a session: replay, live events and client requests.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde::Deserialize;
@@ -55,6 +55,7 @@ pub(crate) async fn serve(manager: Arc<Manager>, session: Option<Arc<Session>>, 
         } else {
             inner.clients += 1;
             inner.last_activity = Instant::now();
+            manager.clients.send_modify(|n| *n += 1);
             let rx = session.events.subscribe();
             let gap = (last_seq < inner.dropped).then(|| (last_seq + 1, inner.dropped));
             let replay: Vec<Arc<str>> =
@@ -82,6 +83,7 @@ pub(crate) async fn serve(manager: Arc<Manager>, session: Option<Arc<Session>>, 
         inner.last_activity = Instant::now();
     });
     drop(left);
+    manager.clients.send_modify(|n| *n = n.saturating_sub(1));
 }
 
 async fn talk(
@@ -113,8 +115,30 @@ async fn talk(
     }
     let idle = manager.config.idle;
     let mut deadline = tokio::time::Instant::now() + idle;
+    let mut draining = manager.draining.subscribe();
+    // When set, the client has been told to reconnect and is closed then.
+    let mut reconnect_at: Option<tokio::time::Instant> = None;
     loop {
+        if reconnect_at.is_none() {
+            let window = *draining.borrow_and_update();
+            if let Some(window) = window {
+                let delay = reconnect_delay(window);
+                let hint = json!({"type": "reconnect", "delay_ms": delay.as_millis() as u64});
+                if !send(socket, &hint.to_string()).await {
+                    return None;
+                }
+                reconnect_at = Some(tokio::time::Instant::now() + delay);
+            }
+        }
+        let reconnect = async {
+            match reconnect_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = reconnect => return Some((CLOSE_SHUTDOWN, "the node is draining; reconnect")),
+            _ = draining.changed(), if reconnect_at.is_none() => continue,
             event = rx.recv() => match event {
                 Ok((_, text)) => if !send(socket, &text).await { return None },
                 Err(RecvError::Lagged(n)) => {
@@ -155,6 +179,13 @@ async fn talk(
             _ = shutdown.changed() => return Some((CLOSE_SHUTDOWN, "the node is shutting down")),
         }
     }
+}
+
+/// A delay drawn uniformly from `0..=window` (whole milliseconds).
+fn reconnect_delay(window: Duration) -> Duration {
+    let window_ms = window.as_millis().min(u64::MAX as u128) as u64;
+    let draw = (uuid::Uuid::new_v4().as_u128() % (u128::from(window_ms) + 1)) as u64;
+    Duration::from_millis(draw)
 }
 
 fn error(code: &str, message: &str) -> serde_json::Value {
@@ -200,5 +231,19 @@ async fn handle(manager: &Arc<Manager>, session: &Arc<Session>, request: ClientM
             None
         }
         None => Some(error("not_running", "no process is running in this session")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_stay_within_the_window_and_spread() {
+        let window = Duration::from_millis(100);
+        let delays: Vec<u64> = (0..2000).map(|_| reconnect_delay(window).as_millis() as u64).collect();
+        assert!(delays.iter().all(|d| *d <= 100));
+        assert!(delays.iter().any(|d| *d < 20) && delays.iter().any(|d| *d > 80), "spread over the window");
+        assert_eq!(reconnect_delay(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -1,0 +1,104 @@
+//! The HAProxy agent-check endpoint (`--agent-listen`): on each connection
+//! the node writes one line and closes.
+//!
+//! - `drain\n` while the node drains: HAProxy sends it no new connections.
+//! - `ready up NN%\n` otherwise, NN its free capacity in percent (at least 1).
+//!
+//! The node is the one owner of its administrative state in HAProxy. An
+//! agent's `drain` sets the same forced-drain flag as the Runtime API's
+//! `set server ... state drain`, and only `ready` clears it: a node that
+//! answered `up NN%` after a drain (undrained, or restarted by a deploy)
+//! would stay drained in HAProxy for good. So every normal reply says
+//! `ready`, which also means that a drain set through the Runtime API is
+//! cancelled within one agent interval: operators drain a node with
+//! `POST /admin/drain` (or `disable agent` first). See docs/operations.md.
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::AppState;
+
+/// What the node's capacity looks like now, as shares in `0.0..=1.0`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    pub draining: bool,
+    pub free_slots: f64,
+    pub free_memory: f64,
+    /// Sessions headroom (1.0 when sessions are not served).
+    pub free_sessions: f64,
+}
+
+/// The agent's reply line for `capacity`.
+pub fn line(capacity: &Capacity) -> String {
+    if capacity.draining {
+        return "drain\n".to_owned();
+    }
+    let share = capacity.free_slots.min(capacity.free_memory).min(capacity.free_sessions);
+    // At least 1%: weight 0 would mean drain, which is not the node's state;
+    // a full node still takes connections that wait in its queue.
+    let pct = ((share * 100.0).floor() as i64).clamp(1, 100);
+    format!("ready up {pct}%\n")
+}
+
+/// The capacity of the node behind `state`.
+pub fn capacity(state: &AppState) -> Capacity {
+    let admission = state.admission();
+    let config = admission.config();
+    let share = |free: f64, total: f64| if total > 0.0 { (free / total).clamp(0.0, 1.0) } else { 0.0 };
+    let free_sessions = match state.sessions() {
+        Some(m) => {
+            let max = m.config().max_sessions;
+            share(max.saturating_sub(m.len()) as f64, max as f64)
+        }
+        None => 1.0,
+    };
+    Capacity {
+        draining: state.draining(),
+        free_slots: share(admission.free_slots() as f64, f64::from(config.slots)),
+        free_memory: share(admission.free_memory_bytes() as f64, config.memory_budget_bytes as f64),
+        free_sessions,
+    }
+}
+
+/// Binds the agent listener (so a bad address fails at startup).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Answers agent checks on `listener` until the task is dropped. One
+/// connection at a time is plenty: a reply is a few bytes, and the write is
+/// bounded so a stuck peer cannot stall the next check.
+pub async fn serve(listener: TcpListener, state: AppState) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let reply = line(&capacity(&state));
+        let write = async {
+            stream.write_all(reply.as_bytes()).await?;
+            stream.shutdown().await
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(1), write).await.is_err() {
+            tracing::debug!("agent check peer too slow");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(slots: f64, memory: f64, sessions: f64) -> Capacity {
+        Capacity { draining: false, free_slots: slots, free_memory: memory, free_sessions: sessions }
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(line(&cap(1.0, 1.0, 1.0)), "ready up 100%\n");
+        assert_eq!(line(&cap(0.75, 0.9, 1.0)), "ready up 75%\n");
+        assert_eq!(line(&cap(1.0, 0.5, 0.999)), "ready up 50%\n");
+        assert_eq!(line(&cap(1.0, 1.0, 0.666)), "ready up 66%\n", "sessions headroom counts");
+        assert_eq!(line(&cap(0.0, 1.0, 1.0)), "ready up 1%\n", "never 0%: that would mean drain");
+        assert_eq!(line(&Capacity { draining: true, ..cap(1.0, 1.0, 1.0) }), "drain\n");
+    }
+}

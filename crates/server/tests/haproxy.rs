@@ -1,0 +1,281 @@
+//! A real HAProxy 2.6 with the shipped `deploy/haproxy/haproxy.cfg` in front
+//! of two real `evald serve` processes (the built binary): a node drained
+//! with `POST /admin/drain` gets no new requests once its agent says
+//! `drain`, and no request through HAProxy fails meanwhile. Then SIGTERM
+//! makes both nodes drain and exit.
+//!
+//! Needs `haproxy` installed and the `evald` binary built (`cargo build
+//! --release`, as scripts/test does, or `cargo build -p evald`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Every awaited condition has this bound: a test fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(60);
+const ADMIN_KEY: &str = "haproxy-test-key";
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// The most recently built `evald` binary (release or debug).
+fn evald_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| Path::new(ROOT).join("target"), PathBuf::from);
+    let newest = ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("evald"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max();
+    match newest {
+        Some((_, path)) => path,
+        None => panic!(
+            "no evald binary in {}/{{release,debug}}: build it first (`cargo build --release`, as scripts/test does)",
+            target.display()
+        ),
+    }
+}
+
+/// A free TCP port on `ip` (bound then released).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Polls `check` every 50 ms until it yields a value, at most [`WAIT`].
+async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; (status, body).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: evald\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// A Runtime API command on HAProxy's stats socket; its whole answer.
+async fn runtime_api(socket: &Path, command: &str) -> Option<String> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+    stream.write_all(format!("{command}\n").as_bytes()).await.ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+/// (server name, status) of the `evald` backend's servers from `show stat`.
+async fn server_status(socket: &Path) -> Vec<(String, String)> {
+    let Some(csv) = runtime_api(socket, "show stat").await else { return Vec::new() };
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(px), Some(sv), Some(st)) = (col("pxname"), col("svname"), col("status")) else { return Vec::new() };
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.get(px) == Some(&"evald") && f.get(sv).is_some_and(|s| s.starts_with('n')))
+        .map(|f| (f[sv].to_owned(), f.get(st).copied().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// `SRV_ADMF_FDRAIN` of HAProxy's `srv_admin_state` (set by the agent's `drain`).
+const FDRAIN: u32 = 0x08;
+
+/// `srv_admin_state` of server `name` of backend `evald` (`show servers state`).
+async fn admin_state(socket: &Path, name: &str) -> Option<u32> {
+    let text = runtime_api(socket, "show servers state evald").await?;
+    let mut lines = text.lines().skip(1);
+    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(' ').collect();
+    let (sv, adm) =
+        (header.iter().position(|h| *h == "srv_name")?, header.iter().position(|h| *h == "srv_admin_state")?);
+    lines.map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.get(sv) == Some(&name))?.get(adm)?.parse().ok()
+}
+
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    agent: SocketAddr,
+}
+
+impl Node {
+    async fn start(name: &str, ip: &str, uid_base: u32, dir: &Path) -> Node {
+        let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
+        let agent: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
+        let instance = format!("hap-{}-{name}", std::process::id());
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(evald_binary())
+            .arg("serve")
+            .args(["--listen", &addr.to_string(), "--agent-listen", &agent.to_string()])
+            .args(["--languages-dir", &format!("{ROOT}/languages")])
+            .arg("--state-dir")
+            .arg(dir.join(name).join("state"))
+            .arg("--data-dir")
+            .arg(dir.join(name).join("data"))
+            .args(["--instance", &instance, "--uid-base", &uid_base.to_string(), "--slots", "2"])
+            .args(["--admin-key", ADMIN_KEY, "--drain-window-ms", "500", "--shutdown-grace-ms", "10000"])
+            .env("EVALD_LOG", "warn,evald_server=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("evald serve starts");
+        Node { child, addr, agent }
+    }
+
+    /// Sum of `evald_runs_total` over every series.
+    async fn runs(&self) -> Option<u64> {
+        let (status, text) = http(self.addr, "GET", "/metrics", &[], "").await?;
+        (status == 200).then(|| {
+            text.lines()
+                .filter(|l| l.starts_with("evald_runs_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        })
+    }
+
+    async fn metric(&self, line: &str) -> bool {
+        matches!(http(self.addr, "GET", "/metrics", &[], "").await, Some((200, t)) if t.lines().any(|l| l == line))
+    }
+
+    async fn agent_line(&self) -> String {
+        let mut stream = tokio::net::TcpStream::connect(self.agent).await.expect("agent connects");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("agent answers");
+        text
+    }
+
+    /// SIGTERM, then the process drains and exits by itself.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running") as i32;
+        // kill(1), not libc::kill: no unsafe outside the sandbox crate.
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill runs");
+        assert!(sent.success());
+        tokio::time::timeout(WAIT, self.child.wait()).await.expect("exits after its drain").expect("wait")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
+    let dir = std::env::temp_dir().join(format!("evald-haproxy-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let n1 = Node::start("n1", "127.0.0.11", 69000, &dir).await;
+    let n2 = Node::start("n2", "127.0.0.12", 69100, &dir).await;
+    for n in [&n1, &n2] {
+        until("the nodes to be ready", || async {
+            matches!(http(n.addr, "GET", "/healthz/ready", &[], "").await, Some((200, _))).then_some(())
+        })
+        .await;
+    }
+
+    // HAProxy with the shipped configuration; n3 points at a closed port
+    // and is put in maintenance through the Runtime API.
+    let front: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().expect("addr");
+    std::fs::write(dir.join("server-state"), "1\n").expect("state file");
+    let socket = dir.join("admin.sock");
+    let cfg = format!("{ROOT}/deploy/haproxy/haproxy.cfg");
+    let haproxy_log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
+    let mut haproxy = Command::new("haproxy")
+        .args(["-db", "-f", &cfg])
+        .env("EVALD_HAPROXY_BIND", front.to_string())
+        .env("EVALD_HAPROXY_RUN", &dir)
+        .env("EVALD_N1_ADDR", n1.addr.to_string())
+        .env("EVALD_N1_AGENT", n1.agent.port().to_string())
+        .env("EVALD_N2_ADDR", n2.addr.to_string())
+        .env("EVALD_N2_AGENT", n2.agent.port().to_string())
+        .env("EVALD_N3_ADDR", format!("127.0.0.13:{}", free_port("127.0.0.13")))
+        .env("EVALD_N3_AGENT", free_port("127.0.0.13").to_string())
+        .stdout(Stdio::null())
+        .stderr(haproxy_log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy starts (apt-get install haproxy)");
+    until("the stats socket", || runtime_api(&socket, "set server evald/n3 state maint")).await;
+    until("n1 and n2 UP, n3 in maintenance", || async {
+        let s = server_status(&socket).await;
+        let want = [("n1", "UP"), ("n2", "UP"), ("n3", "MAINT")];
+        (s.len() == 3 && want.iter().all(|(n, st)| s.iter().any(|(a, b)| a == n && b == st))).then_some(())
+    })
+    .await;
+
+    // Load: three clients sending Piston runs through HAProxy until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let body = r#"{"language":"python","version":"*","files":[{"content":"print(6*7)"}]}"#;
+    let loaders: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    match http(front, "POST", "/api/v2/execute", &[], body).await {
+                        Some((200, b)) if b.contains(r#""stdout":"42\n""#) => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => failures.lock().expect("lock").push(format!("{other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    until("both nodes to serve runs", || async { (n1.runs().await? > 0 && n2.runs().await? > 0).then_some(()) }).await;
+
+    // Drain n1 on the node; HAProxy learns it from the agent.
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let (status, _) = http(n1.addr, "POST", "/admin/drain", &[], "").await.expect("answer");
+    assert_eq!(status, 401);
+    let (status, body) = http(n1.addr, "POST", "/admin/drain", &[("Authorization", &auth)], "").await.expect("answer");
+    assert_eq!((status, body.as_str()), (200, r#"{"drain_window_ms":500,"status":"draining"}"#));
+    assert_eq!(n1.agent_line().await, "drain\n");
+    // The agent's `drain` sets the forced-drain admin flag; the failing
+    // readiness check then also takes n1 down.
+    until("HAProxy to put n1 in drain", || async { (admin_state(&socket, "n1").await? & FDRAIN != 0).then_some(()) })
+        .await;
+    eprintln!("n1 after the drain: {:?}", server_status(&socket).await);
+    // Runs admitted on n1 before HAProxy knew finish; then n1 is idle.
+    until("n1 to be idle", || async { (n1.metric("evald_free_slots 2").await).then_some(()) }).await;
+    let n1_runs = n1.runs().await.expect("n1 metrics");
+    let n2_runs = n2.runs().await.expect("n2 metrics");
+    until("n2 to serve 10 more runs", || async { (n2.runs().await? >= n2_runs + 10).then_some(()) }).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in loaders {
+        l.await.expect("loader");
+    }
+    assert_eq!(n1.runs().await, Some(n1_runs), "the drained node got no new run");
+    let failures = failures.lock().expect("lock").clone();
+    assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(ok.load(Ordering::SeqCst) >= 10);
+
+    // SIGTERM: each node drains and exits with success.
+    for n in [n1, n2] {
+        let status = n.terminate().await;
+        assert!(status.success(), "evald exited with {status}");
+    }
+    let _ = haproxy.start_kill();
+    let _ = haproxy.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
