@@ -92,6 +92,31 @@ pub trait RateLimiter: Send + Sync {
     fn check(&self, key: &str, limit: u32) -> RateDecision;
 }
 
+/// Fixed one-minute windows in Redis, shared by every node of a cluster. When
+/// Redis does not answer, requests are refused (429 with a short
+/// Retry-After): a limit that cannot be counted is not granted.
+pub struct SharedWindow {
+    limiter: evald_state::RedisRateLimiter,
+}
+
+impl SharedWindow {
+    pub fn new(limiter: evald_state::RedisRateLimiter) -> SharedWindow {
+        SharedWindow { limiter }
+    }
+}
+
+impl RateLimiter for SharedWindow {
+    fn check(&self, key: &str, limit: u32) -> RateDecision {
+        match self.limiter.check_rate(key, limit) {
+            Ok(c) => RateDecision { allowed: c.allowed, limit, remaining: c.remaining, reset_secs: c.reset_secs },
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limit not counted: Redis unavailable");
+                RateDecision { allowed: false, limit, remaining: 0, reset_secs: 5 }
+            }
+        }
+    }
+}
+
 /// Fixed one-minute windows in this process's memory. The map holds at most
 /// one entry per configured key; the mutex is held only for the update.
 #[derive(Default)]

@@ -127,6 +127,14 @@ pub struct ServerConfig {
     /// Address of the HAProxy agent-check listener (off when not given)
     #[arg(long, env = "EVALD_AGENT_LISTEN")]
     pub agent_listen: Option<SocketAddr>,
+    /// Redis for shared state (session workspaces, rate limits) across
+    /// nodes, e.g. redis://127.0.0.1:6379/0; without it the node keeps its
+    /// state to itself (the embedded default)
+    #[arg(long, env = "EVALD_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key of this cluster
+    #[arg(long, env = "EVALD_REDIS_NAMESPACE", default_value = "evald:")]
+    pub redis_namespace: String,
     /// Directory of durable data: the stored session workspaces
     #[arg(long, env = "EVALD_DATA_DIR", default_value = "/var/lib/evald")]
     pub data_dir: PathBuf,
@@ -227,6 +235,7 @@ struct Inner {
     admin_key: Option<String>,
     metrics: metrics::Metrics,
     sessions: std::sync::OnceLock<Arc<evald_session::Manager>>,
+    redis: std::sync::OnceLock<evald_state::Redis>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -260,6 +269,7 @@ impl AppState {
                 admin_key: options.admin_key,
                 metrics: metrics::Metrics::default(),
                 sessions: std::sync::OnceLock::new(),
+                redis: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -364,6 +374,11 @@ impl AppState {
         let _ = self.inner.sessions.set(manager);
     }
 
+    /// Makes readiness depend on this Redis answering.
+    pub fn set_redis(&self, redis: evald_state::Redis) {
+        let _ = self.inner.redis.set(redis);
+    }
+
     pub fn shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
@@ -464,6 +479,15 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
+    if let Some(redis) = state.inner.redis.get() {
+        let answered = tokio::time::timeout(Duration::from_secs(1), redis.ping()).await;
+        if !matches!(answered, Ok(Ok(()))) {
+            let mut resp =
+                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "state_unavailable"}))).into_response();
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            return resp;
+        }
+    }
     if state.shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response()
     } else if state.draining() {
@@ -649,11 +673,34 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .context("detecting installed languages")?;
     tracing::info!(installed = languages.len(), "languages detected");
     let engine = Engine::new(sandbox, languages, EngineConfig::default());
-    let state = AppState::new(engine, options);
-    let store_dir = config.data_dir.join("sessions");
-    let store = evald_session::LocalStore::new(&store_dir)
-        .with_context(|| format!("opening the session store {}", store_dir.display()))?;
-    let sessions = evald_session::Manager::new(state.engine().clone(), Arc::new(store), config.session_config());
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            evald_state::Redis::new(
+                evald_state::RedisConfig::new(url.clone()).with_namespace(config.redis_namespace.clone()),
+            )
+            .context("configuring Redis")?,
+        ),
+        None => None,
+    };
+    let state = match &redis {
+        Some(r) => AppState::with_rate_limiter(engine, options, Box::new(auth::SharedWindow::new(r.rate_limiter()))),
+        None => AppState::new(engine, options),
+    };
+    let store: Arc<dyn evald_session::WorkspaceStore> = match &redis {
+        Some(r) => {
+            state.set_redis(r.clone());
+            tracing::info!("shared state in Redis");
+            Arc::new(r.workspace_store())
+        }
+        None => {
+            let store_dir = config.data_dir.join("sessions");
+            Arc::new(
+                evald_session::LocalStore::new(&store_dir)
+                    .with_context(|| format!("opening the session store {}", store_dir.display()))?,
+            )
+        }
+    };
+    let sessions = evald_session::Manager::new(state.engine().clone(), store, config.session_config());
     let reaper = sessions.start_reaper();
     state.set_sessions(sessions);
     let listener =

@@ -24,14 +24,15 @@ impl IntoResponse for SessionError {
             SessionError::UnknownLanguage(_) => (StatusCode::BAD_REQUEST, "unknown_language"),
             SessionError::Quota(_) => (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"),
             SessionError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
+            SessionError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable"),
             SessionError::Internal(detail) => {
                 tracing::error!(detail, "session request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
         };
         let mut resp = (status, Json(json!({"error": {"code": code, "message": self.to_string()}}))).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
         resp
     }

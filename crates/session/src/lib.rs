@@ -137,6 +137,8 @@ pub enum SessionError {
     FileNotFound,
     #[error("this node already has {0} sessions")]
     TooMany(usize),
+    #[error("the shared state is unavailable; retry shortly")]
+    Unavailable,
     #[error("internal error")]
     Internal(String),
 }
@@ -506,6 +508,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(SessionError::FileNotFound),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => Err(SessionError::Unavailable),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => Err(SessionError::BadPath(e.to_string())),
         Ok(Err(e)) if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull => {
             Err(SessionError::Quota("the workspace is full".into()))

@@ -1,0 +1,155 @@
+//! Two real `evald serve` nodes sharing one real Redis: a session created on
+//! one node is served by the other with its files, an API key's rate limit
+//! holds across both, and a Redis restart makes both nodes not ready, then
+//! ready again by themselves, with no acknowledged file lost.
+//!
+//! Needs `redis-server` installed and the `evald` binary built.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+mod procs;
+use procs::{evald_binary, free_port, http, until, ROOT};
+
+/// A persistent Redis (every write fsynced to its append-only file), killed
+/// and restarted on the same port and directory by the test.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let mut r = Redis { child: None, port: free_port("127.0.0.1"), dir: tempfile::tempdir().expect("tempdir") };
+        r.restart().await;
+        r
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        until("redis to answer", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+struct Node {
+    _child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn start(name: &str, ip: &str, uid_base: u32, redis: &Redis, dir: &Path) -> Node {
+        let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(evald_binary())
+            .arg("serve")
+            .args(["--listen", &addr.to_string(), "--redis-url", &redis.url()])
+            .args(["--redis-namespace", &format!("test{}:", std::process::id())])
+            .args(["--languages-dir", &format!("{ROOT}/languages")])
+            .arg("--state-dir")
+            .arg(dir.join(name).join("state"))
+            .arg("--data-dir")
+            .arg(dir.join(name).join("data"))
+            .args(["--instance", &format!("cl-{}-{name}", std::process::id()), "--uid-base", &uid_base.to_string()])
+            .args(["--slots", "2", "--api-keys", "limited:3,free"])
+            .env("EVALD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("evald serve starts");
+        Node { _child: child, addr }
+    }
+
+    async fn call(&self, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+        let auth = format!("Bearer {key}");
+        http(self.addr, method, path, &[("Authorization", &auth)], body).await.expect("the node answers")
+    }
+
+    async fn ready_status(&self) -> Option<u16> {
+        http(self.addr, "GET", "/healthz/ready", &[], "").await.map(|(s, _)| s)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_sessions_rate_limits_and_survive_a_redis_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut redis = Redis::start().await;
+    let a = Node::start("a", "127.0.0.21", 66000, &redis, dir.path());
+    let b = Node::start("b", "127.0.0.22", 66200, &redis, dir.path());
+    for n in [&a, &b] {
+        until("the node to be ready", || async move { (n.ready_status().await == Some(200)).then_some(()) }).await;
+    }
+
+    // A session created on A is served by B with its files.
+    let body = json!({"language": "python", "files": [{"path": "main.py", "content": "print(1)\n"}]}).to_string();
+    let (status, created) = a.call("POST", "/api/v1/sessions", "free", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = serde_json::from_str::<Value>(&created).expect("json")["id"].as_str().expect("id").to_owned();
+    let (status, text) = a.call("PUT", &format!("/api/v1/sessions/{id}/files/notes.txt"), "free", "kept").await;
+    assert_eq!(status, 204, "{text}");
+    let (status, listed) = b.call("GET", &format!("/api/v1/sessions/{id}/files"), "free", "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&listed).expect("json"),
+        json!([{"path": "main.py", "size": 9, "is_dir": false}, {"path": "notes.txt", "size": 4, "is_dir": false}])
+    );
+
+    // A key limited to 3 requests a minute gets 3 in total across the nodes.
+    let mut statuses = Vec::new();
+    for node in [&a, &a, &b, &b] {
+        statuses.push(node.call("GET", "/api/v1/languages", "limited", "").await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+
+    // Redis goes away: both nodes say they are not ready, and a session
+    // write is refused with 503 (nothing is acknowledged that is not stored).
+    redis.kill().await;
+    for n in [&a, &b] {
+        until("the node to report not ready", || async move { (n.ready_status().await == Some(503)).then_some(()) })
+            .await;
+    }
+    let (status, text) = b.call("PUT", &format!("/api/v1/sessions/{id}/files/lost.txt"), "free", "x").await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("state_unavailable"), "{text}");
+
+    // Redis returns: both nodes recover by themselves, and what was
+    // acknowledged before is still there.
+    redis.restart().await;
+    for n in [&a, &b] {
+        until("the node to be ready again", || async move { (n.ready_status().await == Some(200)).then_some(()) })
+            .await;
+    }
+    let (status, text) = b.call("GET", &format!("/api/v1/sessions/{id}/files/notes.txt"), "free", "").await;
+    assert_eq!((status, text.as_str()), (200, "kept"));
+    let (status, listed) = a.call("GET", &format!("/api/v1/sessions/{id}/files"), "free", "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(!listed.contains("lost.txt"), "{listed}");
+}
