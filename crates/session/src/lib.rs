@@ -199,7 +199,25 @@ pub struct Manager {
     pub(crate) draining: watch::Sender<Option<Duration>>,
     /// WebSocket clients attached to any session of this node.
     pub(crate) clients: watch::Sender<usize>,
+    /// Which node serves which session, when nodes share a store.
+    pub(crate) ownership: std::sync::OnceLock<Arc<dyn Ownership>>,
 }
+
+/// Ownership of sessions among nodes that share a store. The node that
+/// opens a session takes it (the latest wins: the client is here now); a
+/// node that finds it no longer owns a session drops its working copy
+/// without writing it back, so a stale copy never overwrites the store.
+pub trait Ownership: Send + Sync + 'static {
+    /// Makes this node the owner.
+    fn take<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), String>>;
+    /// Extends this node's ownership; `false` when another node owns it.
+    fn renew<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+    /// Gives it up (the session was deleted).
+    fn release<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// A boxed future, for the object-safe [`Ownership`] trait.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -210,7 +228,50 @@ impl Manager {
         let (shutdown, _) = watch::channel(false);
         let (draining, _) = watch::channel(None);
         let (clients, _) = watch::channel(0);
-        Arc::new(Manager { engine, config, store, sessions: Mutex::default(), shutdown, draining, clients })
+        Arc::new(Manager {
+            engine,
+            config,
+            store,
+            sessions: Mutex::default(),
+            shutdown,
+            draining,
+            clients,
+            ownership: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Enables ownership among nodes (see [`Ownership`]).
+    pub fn set_ownership(&self, ownership: Arc<dyn Ownership>) {
+        let _ = self.ownership.set(ownership);
+    }
+
+    /// Renews this node's ownership of every loaded session and drops the
+    /// ones another node took.
+    async fn renew_all(&self) {
+        let Some(o) = self.ownership.get() else { return };
+        let ids: Vec<String> = self.sessions.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for id in ids {
+            match o.renew(&id).await {
+                Ok(true) => {}
+                Ok(false) => self.forget(&id).await,
+                Err(e) => tracing::warn!(session = %id, error = %e, "renewing session ownership"),
+            }
+        }
+    }
+
+    /// Drops this node's working copy of a session another node now serves:
+    /// its process is killed, its clients told to reconnect (4410), nothing
+    /// is written back.
+    async fn forget(&self, id: &str) {
+        let session = self.sessions.lock().ok().and_then(|mut m| m.remove(id));
+        if let Some(s) = session {
+            tracing::info!(session = %id, "session moved to another node");
+            let control = s.inner.lock().ok().and_then(|i| i.control.clone());
+            if let Some(c) = control {
+                let _ = c.send(Control::Kill).await;
+            }
+            s.closed.send_if_modified(|code| code.is_none() && code.replace(ws::CLOSE_MOVED).is_none());
+        }
     }
 
     /// Starts the background task that ends idle processes and expired
@@ -226,6 +287,9 @@ impl Manager {
                     _ = tick.tick() => {
                         me.reap().await;
                         n += 1;
+                        if n.is_multiple_of(5) {
+                            me.renew_all().await;
+                        }
                         if n.is_multiple_of(60) {
                             me.touch_and_expire_stored().await;
                         }
@@ -370,6 +434,12 @@ impl Manager {
 
     /// Mounts a working copy of a stored session and registers it.
     async fn open(&self, id: &str, lang: Arc<Language>, files: &[StoredFile]) -> Result<Arc<Session>, SessionError> {
+        if let Some(o) = self.ownership.get() {
+            o.take(id).await.map_err(|e| {
+                tracing::warn!(session = %id, error = %e, "taking session ownership");
+                SessionError::Unavailable
+            })?;
+        }
         let sandbox = self.engine.sandbox().clone();
         let name = format!("s-{id}");
         let disk = self.config.disk_bytes;
@@ -453,6 +523,11 @@ impl Manager {
             // Keep a more specific reason (lifetime) set just before.
             s.closed.send_if_modified(|code| code.is_none() && code.replace(ws::CLOSE_NOT_FOUND).is_none());
         }
+        if let Some(o) = self.ownership.get() {
+            if let Err(e) = o.release(id).await {
+                tracing::warn!(session = %id, error = %e, "releasing session ownership");
+            }
+        }
         let store = self.store.clone();
         let id = id.to_owned();
         let _ = blocking(move || store.remove(&id)).await;
@@ -471,6 +546,13 @@ impl Manager {
 
     /// Copies the working copy back into the store and tells the clients.
     pub(crate) async fn sync_back(&self, session: &Arc<Session>) {
+        if let Some(o) = self.ownership.get() {
+            if let Ok(false) = o.renew(&session.id).await {
+                // Another node serves it now: this copy is stale.
+                self.forget(&session.id).await;
+                return;
+            }
+        }
         let s = session.clone();
         let store = self.store.clone();
         let cfg = self.config.clone();

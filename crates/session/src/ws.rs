@@ -15,6 +15,7 @@ pub(crate) const CLOSE_BAD_MESSAGE: u16 = 4400;
 pub(crate) const CLOSE_NOT_FOUND: u16 = 4404;
 pub(crate) const CLOSE_IDLE: u16 = 4408;
 pub(crate) const CLOSE_LIFETIME: u16 = 4409;
+pub(crate) const CLOSE_MOVED: u16 = 4410;
 pub(crate) const CLOSE_TOO_MANY: u16 = 4429;
 pub(crate) const CLOSE_SHUTDOWN: u16 = 4503;
 
@@ -173,7 +174,11 @@ async fn talk(
             _ = tokio::time::sleep_until(deadline) => return Some((CLOSE_IDLE, "idle timeout")),
             _ = closed.changed() => {
                 let code = (*closed.borrow()).unwrap_or(CLOSE_NOT_FOUND);
-                let reason = if code == CLOSE_LIFETIME { "session lifetime reached" } else { "session closed" };
+                let reason = match code {
+                    CLOSE_LIFETIME => "session lifetime reached",
+                    CLOSE_MOVED => "the session moved to another node; reconnect",
+                    _ => "session closed",
+                };
                 return Some((code, reason));
             }
             _ = shutdown.changed() => return Some((CLOSE_SHUTDOWN, "the node is shutting down")),

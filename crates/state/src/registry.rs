@@ -132,6 +132,23 @@ impl SessionRegistry {
         Ok(n == 1)
     }
 
+    /// Makes `node` the owner whoever owned the session before (a client
+    /// opened it here: the latest node to serve a session owns it; the
+    /// previous owner learns it at its next heartbeat and drops its copy).
+    /// Returns the previous owner, if another node.
+    pub async fn steal(&self, session: &str, node: &str, ttl: Duration) -> Result<Option<String>, StateError> {
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(self.key(session))
+            .arg(node)
+            .arg("PX")
+            .arg(millis(ttl))
+            .arg("GET")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| StateError::from_redis("steal", e))?;
+        Ok(previous.filter(|p| p != node))
+    }
+
     /// Milliseconds left of the current ownership (None: nobody owns it).
     pub async fn remaining(&self, session: &str) -> Result<Option<Duration>, StateError> {
         let ms: i64 = redis::cmd("PTTL")
