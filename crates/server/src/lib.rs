@@ -19,7 +19,9 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 mod native;
+pub mod ownership;
 mod piston;
+pub mod queue;
 mod stream;
 mod web;
 mod ws;
@@ -132,6 +134,15 @@ pub struct ServerConfig {
     /// state to itself (the embedded default)
     #[arg(long, env = "EVALD_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// With Redis: most `wait: false` runs its queue holds (waiting and
+    /// running, all nodes together); more get 429
+    #[arg(long, env = "EVALD_QUEUE_DEPTH", default_value_t = 1000)]
+    pub queue_depth: u64,
+    /// With Redis: a queued run delivered to a node that neither finished nor
+    /// touched it for this many milliseconds (the node died) is run by
+    /// another node; default the longest a run may take plus a margin
+    #[arg(long, env = "EVALD_QUEUE_RECLAIM_MS")]
+    pub queue_reclaim_ms: Option<u64>,
     /// Prefix of every Redis key of this cluster
     #[arg(long, env = "EVALD_REDIS_NAMESPACE", default_value = "evald:")]
     pub redis_namespace: String,
@@ -236,6 +247,7 @@ struct Inner {
     metrics: metrics::Metrics,
     sessions: std::sync::OnceLock<Arc<evald_session::Manager>>,
     redis: std::sync::OnceLock<evald_state::Redis>,
+    queue: std::sync::OnceLock<Arc<queue::ClusterQueue>>,
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -270,6 +282,7 @@ impl AppState {
                 metrics: metrics::Metrics::default(),
                 sessions: std::sync::OnceLock::new(),
                 redis: std::sync::OnceLock::new(),
+                queue: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -317,6 +330,9 @@ impl AppState {
     pub fn begin_drain(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
         self.inner.admission.drain();
+        if let Some(q) = self.inner.queue.get() {
+            q.drain();
+        }
         if let Some(m) = self.inner.sessions.get() {
             m.drain(self.inner.drain_window);
         }
@@ -330,6 +346,9 @@ impl AppState {
         }
         self.inner.draining.store(false, Ordering::SeqCst);
         self.inner.admission.undrain();
+        if let Some(q) = self.inner.queue.get() {
+            q.undrain();
+        }
         if let Some(m) = self.inner.sessions.get() {
             m.undrain();
         }
@@ -377,6 +396,21 @@ impl AppState {
     /// Makes readiness depend on this Redis answering.
     pub fn set_redis(&self, redis: evald_state::Redis) {
         let _ = self.inner.redis.set(redis);
+    }
+
+    /// The cluster's queue of `wait: false` runs (with Redis).
+    pub fn queue(&self) -> Option<&Arc<queue::ClusterQueue>> {
+        self.inner.queue.get()
+    }
+
+    /// Queues `wait: false` runs in Redis instead of running them here.
+    pub fn set_queue(&self, queue: Arc<queue::ClusterQueue>) {
+        let _ = self.inner.queue.set(queue);
+    }
+
+    /// The longest a request (admission wait and run) may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -700,7 +734,29 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             )
         }
     };
+    let queue_workers = match &redis {
+        Some(r) => {
+            let run_queue = r.run_queue().await.context("opening the run queue")?;
+            let settings = queue::QueueSettings {
+                node: config.instance.clone(),
+                max_depth: config.queue_depth,
+                reclaim_idle: config.queue_reclaim_ms.map_or(state.request_timeout(), Duration::from_millis),
+                result_ttl: Duration::from_secs(600),
+                concurrency: config.slots as usize,
+            };
+            let reclaim_ms = settings.reclaim_idle.as_millis() as u64;
+            tracing::info!(node = %settings.node, reclaim_ms, "run queue in Redis");
+            let q = Arc::new(queue::ClusterQueue::new(run_queue, settings));
+            state.set_queue(q.clone());
+            q.start(state.clone())
+        }
+        None => Vec::new(),
+    };
     let sessions = evald_session::Manager::new(state.engine().clone(), store, config.session_config());
+    if let Some(r) = &redis {
+        let registry = r.session_registry().context("connecting the session registry")?;
+        sessions.set_ownership(Arc::new(ownership::RedisOwnership::new(registry, config.instance.clone())));
+    }
     let reaper = sessions.start_reaper();
     state.set_sessions(sessions);
     let listener =
@@ -755,6 +811,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         a.abort();
     }
     reaper.abort();
+    for w in queue_workers {
+        w.abort();
+    }
     Ok(())
 }
 

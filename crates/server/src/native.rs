@@ -10,7 +10,7 @@ use evald_proto::v1;
 use evald_sandbox::Outcome;
 
 use crate::error::{ApiError, Dialect, JsonBody};
-use crate::{engine_error, signal_name, AppState};
+use crate::{engine_error, signal_name, AppState, Refusal};
 
 pub async fn languages(State(state): State<AppState>) -> Json<Vec<v1::Language>> {
     Json(
@@ -42,7 +42,7 @@ fn limit_request(l: &v1::StageLimits) -> LimitRequest {
 }
 
 /// Checks a run request and turns it into a job and its memory reservation.
-fn prepare(state: &AppState, req: v1::RunRequest) -> Result<(Job, u64), ApiError> {
+pub(crate) fn prepare(state: &AppState, req: v1::RunRequest) -> Result<(Job, u64), ApiError> {
     let engine = state.engine();
     let Some(language) = engine.resolve(&req.language, req.version.as_deref()) else {
         let message = match &req.version {
@@ -165,7 +165,7 @@ fn result(id: String, r: &JobResult) -> v1::RunResult {
     }
 }
 
-async fn execute(
+pub(crate) async fn execute(
     state: &AppState,
     id: String,
     job: Job,
@@ -200,8 +200,19 @@ pub async fn create_run(State(state): State<AppState>, body: JsonBody) -> Result
     let req: v1::RunRequest = serde_json::from_slice(&body.0)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid request body: {e}")))?;
     let wait = req.wait.unwrap_or(true);
+    let queued = (!wait).then(|| state.queue().cloned()).flatten().map(|q| (q, req.clone()));
     let (job, memory) = prepare(&state, req)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
+    if let Some((queue, req)) = queued {
+        // A cluster: any node runs it and answers its status (crate::queue).
+        drop(job);
+        let budget = state.admission().config().memory_budget_bytes;
+        if memory > budget {
+            return Err(crate::refusal(Refusal::TooLarge { need: memory, budget }, Dialect::Native));
+        }
+        queue.submit(&id, &req).await?;
+        return Ok((StatusCode::ACCEPTED, Json(v1::Accepted { id })).into_response());
+    }
     let ticket = state.admission().enqueue(memory).map_err(|r| crate::refusal(r, Dialect::Native))?;
     if wait {
         let permit = ticket.admit().await.map_err(|r| crate::refusal(r, Dialect::Native))?;
@@ -236,5 +247,9 @@ pub async fn create_run(State(state): State<AppState>, body: JsonBody) -> Result
 }
 
 pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<v1::RunStatus>, ApiError> {
-    state.jobs().get(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("no run with id {id:?}")))
+    let status = match state.queue() {
+        Some(queue) => queue.get(&id).await?,
+        None => state.jobs().get(&id),
+    };
+    status.map(Json).ok_or_else(|| ApiError::not_found(format!("no run with id {id:?}")))
 }

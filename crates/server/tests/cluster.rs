@@ -115,12 +115,35 @@ async fn nodes_share_sessions_rate_limits_and_survive_a_redis_restart() {
     let id = serde_json::from_str::<Value>(&created).expect("json")["id"].as_str().expect("id").to_owned();
     let (status, text) = a.call("PUT", &format!("/api/v1/sessions/{id}/files/notes.txt"), "free", "kept").await;
     assert_eq!(status, 204, "{text}");
+    // A client attached on A, the session's owner so far.
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "ws://{}/api/v1/sessions/{id}/ws",
+        a.addr
+    ))
+    .expect("request");
+    request.headers_mut().insert("Authorization", "Bearer free".parse().expect("header"));
+    let (mut on_a, _) = tokio_tungstenite::connect_async(request).await.expect("websocket on A");
     let (status, listed) = b.call("GET", &format!("/api/v1/sessions/{id}/files"), "free", "").await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(
         serde_json::from_str::<Value>(&listed).expect("json"),
         json!([{"path": "main.py", "size": 9, "is_dir": false}, {"path": "notes.txt", "size": 4, "is_dir": false}])
     );
+
+    // B took the session over: A drops its copy and tells its client to
+    // reconnect (4410) at its next ownership heartbeat.
+    let code = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(msg)) = on_a.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = msg {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("A closes its client within the bound");
+    assert_eq!(code, Some(4410));
 
     // A key limited to 3 requests a minute gets 3 in total across the nodes.
     let mut statuses = Vec::new();

@@ -1,0 +1,391 @@
+//! `wait: false` runs of a cluster: queued in Redis ([`evald_state::RunQueue`])
+//! so that any node runs them and any node answers their status.
+//!
+//! Submitting ([`ClusterQueue::submit`]) stores the run's status `queued`,
+//! then adds the job (the request and the run id) to the stream, bounded in
+//! depth. Each node runs a worker ([`ClusterQueue::start`]):
+//!
+//! - a reader takes one entry at a time while the node has a free queue token
+//!   (one per slot, so a node never holds more queue runs than it can run),
+//!   and runs it: admission as for any run, the engine in `spawn_blocking`,
+//!   then `finish` stores the result (kept `result_ttl`) and acknowledges the
+//!   entry in one step;
+//! - a reclaimer takes, every few seconds, the entries other consumers were
+//!   delivered more than `reclaim_idle` ago and did not finish (their node
+//!   died) and runs them the same way;
+//! - a toucher resets the idle time of every entry the node holds, more often
+//!   than `reclaim_idle`, so that a live node's long runs are not reclaimed.
+//!
+//! On a drain the reader stops taking entries and every entry not started
+//! yet (waiting for a token or for admission) is handed back to the queue
+//! for another node; started runs finish (within the drain bound). A run is
+//! finished at least once: a node that dies after storing a result and
+//! before acknowledging it leaves the entry to be reclaimed, and the new
+//! holder then finds the stored result and only acknowledges the entry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use evald_proto::v1;
+use evald_state::{QueueEntry, RunQueue, StateError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::error::{ApiError, Dialect};
+use crate::{AppState, Refusal};
+
+/// How long a `queued` or `running` status is kept (it is replaced by the
+/// result when the run is done): far longer than any run waits.
+const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a Redis operation of the worker is retried while Redis is away.
+const RETRY_BOUND: Duration = Duration::from_secs(30);
+
+/// Settings of the queue worker.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// This node's consumer name (its `--instance`, unique per node).
+    pub node: String,
+    /// Most runs the queue holds (waiting and running); more get 429.
+    pub max_depth: u64,
+    /// An entry delivered this long ago and neither finished nor touched is
+    /// taken over by another node.
+    pub reclaim_idle: Duration,
+    /// How long a result is kept.
+    pub result_ttl: Duration,
+    /// Queue runs this node takes at once (its slots).
+    pub concurrency: usize,
+}
+
+/// One entry of the stream.
+#[derive(Debug, Serialize, Deserialize)]
+struct QueuedJob {
+    id: String,
+    request: v1::RunRequest,
+}
+
+/// The queue as the handlers and the worker use it. Shared behind an `Arc`.
+pub struct ClusterQueue {
+    queue: RunQueue,
+    settings: QueueSettings,
+    /// Entries this node holds (delivered, not finished): id -> started.
+    held: Mutex<HashMap<String, bool>>,
+    tokens: Arc<Semaphore>,
+    draining: watch::Sender<bool>,
+}
+
+/// The answer while Redis is away.
+pub(crate) fn state_error(e: StateError) -> ApiError {
+    if e.is_unavailable() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state_unavailable",
+            "the shared state is unavailable; retry later",
+        )
+        .retry_after(5)
+    } else {
+        ApiError::internal(e)
+    }
+}
+
+fn status(id: &str, state: v1::JobState) -> v1::RunStatus {
+    v1::RunStatus { id: id.to_owned(), state, result: None, error: None }
+}
+
+fn failed(id: &str, e: ApiError) -> v1::RunStatus {
+    v1::RunStatus {
+        id: id.to_owned(),
+        state: v1::JobState::Done,
+        result: None,
+        error: Some(v1::ErrorDetail { code: e.code.to_owned(), message: e.message }),
+    }
+}
+
+/// What became of a delivered entry.
+enum Outcome {
+    /// Done: store this and acknowledge.
+    Finish(Box<v1::RunStatus>),
+    /// Not started: back to the queue for another node.
+    HandBack,
+    /// Nothing to do (a duplicate delivery, an unreadable entry).
+    Ack,
+}
+
+impl ClusterQueue {
+    pub fn new(queue: RunQueue, settings: QueueSettings) -> ClusterQueue {
+        let tokens = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        ClusterQueue { queue, settings, held: Mutex::default(), tokens, draining: watch::channel(false).0 }
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Queues a checked request under `id`.
+    pub async fn submit(&self, id: &str, request: &v1::RunRequest) -> Result<(), ApiError> {
+        let job = serde_json::to_string(&QueuedJob { id: id.to_owned(), request: request.clone() })
+            .map_err(ApiError::internal)?;
+        let queued = serde_json::to_string(&status(id, v1::JobState::Queued)).map_err(ApiError::internal)?;
+        // The status first: a worker that takes the entry at once overwrites it.
+        self.queue.put_result(id, &queued, PENDING_TTL).await.map_err(state_error)?;
+        match self.queue.enqueue(&job, self.settings.max_depth).await.map_err(state_error)? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!("the run queue holds {} runs already; retry later", self.settings.max_depth),
+            )
+            .retry_after(5)),
+        }
+    }
+
+    /// The status of a run, `None` when unknown (or expired).
+    pub async fn get(&self, id: &str) -> Result<Option<v1::RunStatus>, ApiError> {
+        match self.queue.get_result(id).await.map_err(state_error)? {
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(ApiError::internal),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops taking entries; those not started are handed back.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Takes entries again.
+    pub fn undrain(&self) {
+        self.draining.send_replace(false);
+    }
+
+    fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    async fn until_drain(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    async fn until_undrained(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|d| !*d).await;
+    }
+
+    /// Starts the reader, the reclaimer and the toucher.
+    pub fn start(self: &Arc<Self>, state: AppState) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().read_loop(state.clone())),
+            tokio::spawn(self.clone().reclaim_loop(state)),
+            tokio::spawn(self.clone().touch_loop()),
+        ]
+    }
+
+    /// Marks an entry held; false when it is held already.
+    fn hold(&self, entry_id: &str) -> bool {
+        let Ok(mut held) = self.held.lock() else { return false };
+        if held.contains_key(entry_id) {
+            return false;
+        }
+        held.insert(entry_id.to_owned(), false);
+        true
+    }
+
+    fn set_started(&self, entry_id: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(entry_id.to_owned(), true);
+        }
+    }
+
+    fn release(&self, entry_id: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(entry_id);
+        }
+    }
+
+    async fn read_loop(self: Arc<Self>, state: AppState) {
+        let node = self.settings.node.clone();
+        let mut failing = false;
+        loop {
+            self.until_undrained().await;
+            let Ok(token) = self.tokens.clone().acquire_owned().await else { return };
+            if self.is_draining() {
+                continue;
+            }
+            match self.queue.next(&node, Duration::from_secs(1)).await {
+                Ok(entry) => {
+                    failing = false;
+                    if let Some(entry) = entry {
+                        if self.hold(&entry.id) {
+                            tokio::spawn(self.clone().run(state.clone(), entry, Some(token)));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "reading the run queue failed; retrying");
+                    }
+                    failing = true;
+                    drop(token);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn reclaim_interval(&self) -> Duration {
+        (self.settings.reclaim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    async fn reclaim_loop(self: Arc<Self>, state: AppState) {
+        let node = self.settings.node.clone();
+        let mut tick = tokio::time::interval(self.reclaim_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.is_draining() {
+                continue;
+            }
+            match self.queue.reclaim(&node, self.settings.reclaim_idle).await {
+                Ok(entries) => {
+                    for entry in entries {
+                        if self.hold(&entry.id) {
+                            tracing::info!(entry = %entry.id, deliveries = entry.deliveries, "reclaimed a queued run");
+                            tokio::spawn(self.clone().run(state.clone(), entry, None));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "reclaiming queued runs failed"),
+            }
+        }
+    }
+
+    async fn touch_loop(self: Arc<Self>) {
+        let node = self.settings.node.clone();
+        let every = (self.settings.reclaim_idle / 3).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ids: Vec<String> = match self.held.lock() {
+                Ok(h) => h.keys().cloned().collect(),
+                Err(_) => return,
+            };
+            for id in ids {
+                match self.queue.touch(&node, &id).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::info!(entry = %id, "a queued run this node holds was taken by another"),
+                    Err(e) => tracing::debug!(error = %e, "touching a queued run failed"),
+                }
+            }
+        }
+    }
+
+    /// Runs one delivered entry to its end.
+    async fn run(self: Arc<Self>, state: AppState, entry: QueueEntry, token: Option<OwnedSemaphorePermit>) {
+        let outcome = self.outcome(&state, &entry, token).await;
+        let node = self.settings.node.clone();
+        let q = &self.queue;
+        let (what, r) = match outcome {
+            Outcome::Finish(status) => match serde_json::to_string(&status) {
+                Ok(text) => {
+                    ("finish", retry(|| q.finish(&entry.id, &status.id, &text, self.settings.result_ttl)).await)
+                }
+                Err(e) => ("finish", Err(e.to_string())),
+            },
+            Outcome::HandBack => ("hand back", retry(|| q.hand_back(&node, &entry.id)).await.map(|_| ())),
+            Outcome::Ack => ("acknowledge", retry(|| q.ack(&entry.id)).await),
+        };
+        if let Err(e) = r {
+            // The entry stays pending: once untouched it is reclaimed.
+            tracing::warn!(entry = %entry.id, error = %e, "could not {what} a queued run");
+        }
+        self.release(&entry.id);
+    }
+
+    async fn outcome(&self, state: &AppState, entry: &QueueEntry, token: Option<OwnedSemaphorePermit>) -> Outcome {
+        let job: QueuedJob = match serde_json::from_str(&entry.job) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(entry = %entry.id, error = %e, "dropping an unreadable queued run");
+                return Outcome::Ack;
+            }
+        };
+        // A reclaimed entry takes a token like any other, unless a drain comes first.
+        let _token = match token {
+            Some(t) => t,
+            None => tokio::select! {
+                t = self.tokens.clone().acquire_owned() => match t {
+                    Ok(t) => t,
+                    Err(_) => return Outcome::HandBack,
+                },
+                () = self.until_drain() => return Outcome::HandBack,
+            },
+        };
+        if self.is_draining() {
+            return Outcome::HandBack;
+        }
+        if entry.deliveries > 1 {
+            // Delivered before: its first holder may have stored the result.
+            if let Ok(Some(text)) = self.queue.get_result(&job.id).await {
+                if serde_json::from_str::<v1::RunStatus>(&text).is_ok_and(|s| s.state == v1::JobState::Done) {
+                    return Outcome::Ack;
+                }
+            }
+        }
+        let (prepared, memory) = match crate::native::prepare(state, job.request) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Finish(Box::new(failed(&job.id, e))),
+        };
+        let ticket = match state.admission().enqueue(memory) {
+            Ok(t) => t.admit().await,
+            Err(r) => Err(r),
+        };
+        let permit = match ticket {
+            Ok(p) => p,
+            Err(r @ Refusal::TooLarge { .. }) => {
+                return Outcome::Finish(Box::new(failed(&job.id, crate::refusal(r, Dialect::Native))))
+            }
+            Err(Refusal::Draining | Refusal::ShuttingDown) => return Outcome::HandBack,
+            Err(Refusal::QueueFull | Refusal::Timeout) => {
+                // Busy with other work: let another node (or a later pass) take it.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Outcome::HandBack;
+            }
+        };
+        self.set_started(&entry.id);
+        if let Ok(text) = serde_json::to_string(&status(&job.id, v1::JobState::Running)) {
+            if let Err(e) = self.queue.put_result(&job.id, &text, PENDING_TTL).await {
+                tracing::debug!(error = %e, "storing a running status failed");
+            }
+        }
+        match crate::native::execute(state, job.id.clone(), prepared, permit).await {
+            Ok(result) => Outcome::Finish(Box::new(v1::RunStatus {
+                id: job.id,
+                state: v1::JobState::Done,
+                result: Some(result),
+                error: None,
+            })),
+            Err(e) => Outcome::Finish(Box::new(failed(&job.id, e))),
+        }
+    }
+}
+
+/// Retries an operation while Redis is away, at most [`RETRY_BOUND`].
+async fn retry<T, F, Fut>(mut op: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StateError>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_BOUND;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_unavailable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The cluster's queue of `wait: false` runs, with two real `evald serve`
+//! nodes and a real Redis: runs accepted by a node that is killed (SIGKILL)
+//! right after answering 202 are finished by the other node, which answers
+//! their status too.
+//!
+//! Needs `redis-server` and `redis-cli` installed and the `evald` binary
+//! built.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+mod procs;
+use procs::{evald_binary, free_port, http, until, ROOT};
+
+/// Runs submitted; each sleeps this long, then prints its number.
+const RUNS: usize = 6;
+/// The nodes' `--queue-reclaim-ms`.
+const RECLAIM_MS: u64 = 2000;
+
+struct Redis {
+    _child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = free_port("127.0.0.1");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        until("redis to answer", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await;
+        Redis { _child: child, port, _dir: dir }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// One command through `redis-cli`; its output lines.
+    async fn cli(&self, args: &[&str]) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli must be installed");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+}
+
+fn namespace() -> String {
+    format!("queuetest{}:", std::process::id())
+}
+
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    instance: String,
+}
+
+impl Node {
+    fn start(name: &str, ip: &str, uid_base: u32, redis: &Redis, dir: &Path) -> Node {
+        let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
+        let instance = format!("q-{}-{name}", std::process::id());
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(evald_binary())
+            .arg("serve")
+            .args(["--listen", &addr.to_string(), "--redis-url", &redis.url()])
+            .args(["--redis-namespace", &namespace()])
+            .args(["--queue-reclaim-ms", &RECLAIM_MS.to_string()])
+            .args(["--languages-dir", &format!("{ROOT}/languages")])
+            .arg("--state-dir")
+            .arg(dir.join(name).join("state"))
+            .arg("--data-dir")
+            .arg(dir.join(name).join("data"))
+            .args(["--instance", &instance, "--uid-base", &uid_base.to_string(), "--slots", "2"])
+            .env("EVALD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("evald serve starts");
+        Node { child, addr, instance }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http(self.addr, method, path, &[], body).await.expect("the node answers")
+    }
+
+    async fn ready(&self) -> Option<()> {
+        http(self.addr, "GET", "/healthz/ready", &[], "").await.filter(|(s, _)| *s == 200).map(|_| ())
+    }
+}
+
+fn program(n: usize) -> String {
+    json!({
+        "language": "python",
+        "files": [{"path": "main.py", "content": format!("import time\ntime.sleep(1.5)\nprint({n})\n")}],
+        "wait": false,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_accepted_by_a_killed_node_are_finished_by_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start().await;
+    let mut a = Node::start("a", "127.0.0.31", 70000, &redis, dir.path());
+    let b = Node::start("b", "127.0.0.32", 70200, &redis, dir.path());
+    for n in [&a, &b] {
+        until("the node to be ready", || n.ready()).await;
+    }
+
+    // Six runs accepted by A (B also takes from the queue meanwhile).
+    let mut ids = Vec::new();
+    for n in 0..RUNS {
+        let (status, body) = a.call("POST", "/api/v1/runs", &program(n)).await;
+        assert_eq!(status, 202, "{body}");
+        let id = serde_json::from_str::<Value>(&body).expect("json")["id"].as_str().expect("an id").to_owned();
+        ids.push(id);
+    }
+
+    // As soon as A holds some of them, it is killed.
+    let stream = format!("{}runs", namespace());
+    let held_by_a = until("node A to take runs from the queue", || {
+        let (redis, stream, consumer) = (&redis, &stream, a.instance.clone());
+        async move {
+            let lines = redis.cli(&["XPENDING", stream, "workers", "-", "+", "100", &consumer]).await;
+            let held = lines.len() / 4;
+            (held > 0).then_some(held)
+        }
+    })
+    .await;
+    let pid = a.child.id().expect("node A runs").to_string();
+    let killed = Command::new("kill").args(["-9", &pid]).status().await.expect("kill runs");
+    assert!(killed.success());
+    let _ = a.child.wait().await;
+
+    // B answers for every run, and finishes them all, A's included (after
+    // their idle bound).
+    let (status, body) = b.call("GET", "/api/v1/runs/nosuchrun", "").await;
+    assert_eq!(status, 404, "{body}");
+    for (n, id) in ids.iter().enumerate() {
+        let done = until("the run to be done on node B", || {
+            let (b, id) = (&b, id.clone());
+            async move {
+                let (status, body) = b.call("GET", &format!("/api/v1/runs/{id}"), "").await;
+                assert_eq!(status, 200, "{body}");
+                let v: Value = serde_json::from_str(&body).expect("json");
+                (v["state"] == "done").then_some(v)
+            }
+        })
+        .await;
+        assert_eq!(done["id"], json!(id), "{done}");
+        assert_eq!(done["result"]["status"], "ok", "{done}");
+        assert_eq!(done["result"]["cases"][0]["stdout"], format!("{n}\n"), "{done}");
+    }
+
+    // Nothing is left in the queue, and A's runs went through B.
+    assert_eq!(redis.cli(&["XLEN", &stream]).await, ["0"]);
+    let pending = redis.cli(&["XPENDING", &stream, "workers", "-", "+", "100"]).await;
+    assert!(pending.is_empty(), "{pending:?}");
+    assert!(held_by_a >= 1);
+    let log = std::fs::read_to_string(dir.path().join("b.log")).expect("b's log");
+    assert!(log.contains("reclaimed a queued run"), "node B reclaimed nothing:\n{log}");
+}
