@@ -262,3 +262,217 @@ pub async fn session(base: &str, server_pid: u32, keystrokes: usize, sessions: u
     drop(open);
     Ok(())
 }
+
+/// A child process of `evald bench cluster`, stopped on drop (SIGTERM,
+/// bounded wait, then SIGKILL).
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port(ip: &str) -> Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
+}
+
+/// Polls `check` every 100 ms for at most a minute.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Result<()> {
+    for _ in 0..600 {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("timed out waiting for {what}")
+}
+
+/// Status (`UP`, `DOWN`, ...) of server `name` of backend `evald`, from
+/// HAProxy's `show stat` on its stats socket.
+fn haproxy_status(socket: &std::path::Path, name: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    s.write_all(b"show stat\n").ok()?;
+    let mut csv = String::new();
+    s.read_to_string(&mut csv).ok()?;
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+    let col = |c: &str| header.iter().position(|h| *h == c);
+    let (px, sv, st) = (col("pxname")?, col("svname")?, col("status")?);
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(px) == Some(&"evald") && f.get(sv) == Some(&name))
+        .and_then(|f| f.get(st).map(|s| (*s).to_owned()))
+}
+
+/// `clients` threads sending `per` Python hello-world runs each to `base`;
+/// (latency stats, requests per second).
+fn hello_load(base: &str, clients: usize, per: usize) -> Result<(Stats, f64)> {
+    let body = serde_json::json!({
+        "language": "python", "version": "*",
+        "files": [{"name": "main.py", "content": "print('hello, world')"}],
+    })
+    .to_string();
+    let url = format!("{base}/api/v2/execute");
+    let t = Instant::now();
+    let samples = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<Duration>> {
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+                    (0..per)
+                        .map(|_| {
+                            let t = Instant::now();
+                            let text = agent
+                                .post(&url)
+                                .set("Content-Type", "application/json")
+                                .send_string(&body)?
+                                .into_string()?;
+                            let elapsed = t.elapsed();
+                            let v: serde_json::Value = serde_json::from_str(&text)?;
+                            ensure!(v["run"]["stdout"] == "hello, world\n", "unexpected response {text}");
+                            Ok(elapsed)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("client thread")).collect::<Result<Vec<_>>>()
+    })?;
+    let rate = (per * clients) as f64 / t.elapsed().as_secs_f64();
+    Ok((stats(samples.into_iter().flatten().collect()), rate))
+}
+
+/// `evald bench cluster`: Redis, HAProxy (the shipped configuration) and 1,
+/// 2, then 3 `evald serve` nodes on 127.0.0.11/12/13 (like scripts/cluster
+/// and the rolling tests); Python hello-world throughput through HAProxy at
+/// 8 clients for each node count, and the HAProxy hop's added latency (p50
+/// through HAProxy minus p50 direct to the node, 1 client, one node up).
+pub fn cluster(languages: &std::path::Path, haproxy_cfg: &std::path::Path, requests: usize) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let pid = std::process::id();
+    let dir = std::path::PathBuf::from(format!("/tmp/evald-bench-cluster-{pid}"));
+    std::fs::create_dir_all(&dir)?;
+    let result = cluster_in(&exe, &dir, languages, haproxy_cfg, requests);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn cluster_in(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    languages: &std::path::Path,
+    haproxy_cfg: &std::path::Path,
+    requests: usize,
+) -> Result<()> {
+    use anyhow::Context as _;
+    let pid = std::process::id();
+    let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log")));
+    // Dropped in reverse order: nodes, HAProxy, Redis.
+    let redis_port = free_port("127.0.0.1")?;
+    std::fs::create_dir_all(dir.join("redis"))?;
+    let _redis = Proc(
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir.join("redis"))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install redis-server)")?,
+    );
+    wait_until("redis", || std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok())?;
+
+    let ips = ["127.0.0.11", "127.0.0.12", "127.0.0.13"];
+    let mut addrs = Vec::new();
+    for ip in ips {
+        addrs.push((format!("{ip}:{}", free_port(ip)?), free_port(ip)?));
+    }
+    let front = format!("127.0.0.1:{}", free_port("127.0.0.1")?);
+    std::fs::write(dir.join("server-state"), "1\n")?;
+    let mut haproxy = Command::new("haproxy");
+    haproxy
+        .arg("-db")
+        .arg("-f")
+        .arg(haproxy_cfg)
+        .env("EVALD_HAPROXY_BIND", &front)
+        .env("EVALD_HAPROXY_RUN", dir)
+        .stdout(Stdio::null())
+        .stderr(log("haproxy")?);
+    for (i, (addr, agent)) in addrs.iter().enumerate() {
+        haproxy.env(format!("EVALD_N{}_ADDR", i + 1), addr).env(format!("EVALD_N{}_AGENT", i + 1), agent.to_string());
+    }
+    let _haproxy = Proc(haproxy.spawn().context("starting haproxy (apt-get install haproxy)")?);
+    let socket = dir.join("admin.sock");
+    wait_until("the HAProxy stats socket", || haproxy_status(&socket, "n1").is_some())?;
+
+    let front_url = format!("http://{front}");
+    let per = requests.div_ceil(8);
+    println!("python hello world through HAProxy (leastconn), 8 clients, {} requests per row", per * 8);
+    println!("nodes have --slots 2 each; all on this machine's {} cores", std::thread::available_parallelism()?);
+    println!("{:<8} {:>10} {:>9} {:>9}", "nodes", "req/s", "p50", "p99");
+    let mut nodes = Vec::new();
+    let mut hop = None;
+    for (i, (addr, agent)) in addrs.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let node_dir = dir.join(&name);
+        nodes.push(Proc(
+            Command::new(exe)
+                .arg("serve")
+                .args(["--listen", addr, "--agent-listen", &format!("{}:{agent}", ips[i])])
+                .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}/")])
+                .arg("--languages-dir")
+                .arg(languages)
+                .arg("--state-dir")
+                .arg(node_dir.join("state"))
+                .arg("--data-dir")
+                .arg(node_dir.join("data"))
+                .args(["--instance", &format!("bench-cl-{pid}-{name}")])
+                .args(["--uid-base", &(70000 + 200 * i as u32).to_string(), "--slots", "2"])
+                .args(["--drain-window-ms", "0", "--shutdown-grace-ms", "2000"])
+                .env("EVALD_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log(&name)?)
+                .spawn()
+                .context("starting evald serve")?,
+        ));
+        let ready = format!("http://{addr}/healthz/ready");
+        wait_until(&format!("{name} to be ready"), || ureq::get(&ready).call().is_ok())?;
+        wait_until(&format!("HAProxy to report {name} UP"), || {
+            haproxy_status(&socket, &name).as_deref() == Some("UP")
+        })?;
+        // Warm up every node that is up (caches, first interpreter starts).
+        hello_load(&front_url, 4, 10)?;
+        let (s, rate) = hello_load(&front_url, 8, per)?;
+        println!("{:<8} {:>10.1} {:>7.2}ms {:>7.2}ms", i + 1, rate, ms(s.median), ms(s.p99));
+
+        if i == 0 {
+            // The HAProxy hop at 1 client, direct and through HAProxy in
+            // alternating rounds so both see the same machine load.
+            let direct_url = format!("http://{addr}");
+            let (mut direct, mut via) = (Vec::new(), Vec::new());
+            for _ in 0..10 {
+                let (d, _) = hello_load(&direct_url, 1, per.max(10) / 5)?;
+                let (v, _) = hello_load(&front_url, 1, per.max(10) / 5)?;
+                direct.push(d.median);
+                via.push(v.median);
+            }
+            let (d, v) = (stats(direct), stats(via));
+            hop = Some((ms(d.median), ms(v.median)));
+        }
+    }
+    if let Some((d, v)) = hop {
+        println!("HAProxy hop, 1 client, 1 node: p50 direct {d:.2}ms, via HAProxy {v:.2}ms, added {:+.2}ms", v - d);
+    }
+    drop(nodes);
+    Ok(())
+}

@@ -94,6 +94,21 @@ enum BenchCommand {
         #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
         languages_dir: PathBuf,
     },
+    /// Cluster throughput: Redis, HAProxy (the shipped configuration) and 1,
+    /// 2, 3 `evald serve` nodes on 127.0.0.11/12/13; Python hello world at
+    /// 8 clients through HAProxy per node count, and the HAProxy hop's
+    /// added latency (needs root, redis-server and haproxy)
+    Cluster {
+        /// Requests per row
+        #[arg(long, default_value_t = 400)]
+        requests: usize,
+        /// The shipped HAProxy configuration
+        #[arg(long, default_value = "deploy/haproxy/haproxy.cfg")]
+        haproxy_cfg: PathBuf,
+        /// The language catalogue directory for the nodes
+        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
+        languages_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -162,6 +177,9 @@ fn main() -> ExitCode {
         }
         Command::Bench { what: BenchCommand::Session { keystrokes, sessions, languages_dir } } => {
             bench_session(keystrokes, sessions, &languages_dir)
+        }
+        Command::Bench { what: BenchCommand::Cluster { requests, haproxy_cfg, languages_dir } } => {
+            bench::cluster(&languages_dir, &haproxy_cfg, requests).map(|()| ExitCode::SUCCESS)
         }
     };
     match result {

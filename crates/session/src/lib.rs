@@ -435,6 +435,11 @@ impl Manager {
     /// Mounts a working copy of a stored session and registers it.
     async fn open(&self, id: &str, lang: Arc<Language>, files: &[StoredFile]) -> Result<Arc<Session>, SessionError> {
         if let Some(o) = self.ownership.get() {
+            // A draining node does not take sessions over: the balancer
+            // retries the request on another node.
+            if self.draining() {
+                return Err(SessionError::Unavailable);
+            }
             o.take(id).await.map_err(|e| {
                 tracing::warn!(session = %id, error = %e, "taking session ownership");
                 SessionError::Unavailable
@@ -486,7 +491,19 @@ impl Manager {
     /// Finds a session in memory, or reopens it from the store.
     pub async fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
         if let Some(s) = self.sessions.lock().ok().and_then(|m| m.get(id).cloned()) {
-            return Ok(s);
+            // Among nodes, a copy is served only while this node still owns
+            // the session; otherwise it is stale: drop it and reopen.
+            match self.ownership.get() {
+                None => return Ok(s),
+                Some(o) => match o.renew(id).await {
+                    Ok(true) => return Ok(s),
+                    Ok(false) => self.forget(id).await,
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e, "checking session ownership");
+                        return Err(SessionError::Unavailable);
+                    }
+                },
+            }
         }
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(SessionError::NotFound);
