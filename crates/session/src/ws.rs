@@ -68,14 +68,18 @@ pub(crate) async fn serve(manager: Arc<Manager>, session: Option<Arc<Session>>, 
                 "seq": inner.seq,
                 "running": inner.running.map(Kind::as_str),
             });
-            Some((rx, gap, replay, hello))
+            // A client that saw more events than this copy has was attached
+            // to another node, which is gone or gave the session up: what
+            // ran there (and its output) is lost; the files are not.
+            let lost = last_seq > inner.seq;
+            Some((rx, gap, replay, hello, lost))
         }
     };
-    let Some((mut rx, gap, replay, hello)) = attach else {
+    let Some((mut rx, gap, replay, hello, lost)) = attach else {
         close(&mut socket, CLOSE_TOO_MANY, "too many clients on this session").await;
         return;
     };
-    let code = talk(&manager, &session, &mut socket, &mut rx, gap, replay, hello).await;
+    let code = talk(&manager, &session, &mut socket, &mut rx, gap, replay, (hello, lost)).await;
     if let Some((code, reason)) = code {
         close(&mut socket, code, reason).await;
     }
@@ -94,10 +98,19 @@ async fn talk(
     rx: &mut tokio::sync::broadcast::Receiver<crate::Event>,
     gap: Option<(u64, u64)>,
     replay: Vec<Arc<str>>,
-    hello: serde_json::Value,
+    (hello, lost): (serde_json::Value, bool),
 ) -> Option<(u16, &'static str)> {
     if !send(socket, &hello.to_string()).await {
         return None;
+    }
+    if lost {
+        let notice = error(
+            "process_lost",
+            "this session is now served by another node; what ran before and its output are gone, the files are kept",
+        );
+        if !send(socket, &notice.to_string()).await {
+            return None;
+        }
     }
     if let Some((from, to)) = gap {
         if !send(socket, &json!({"type": "gap", "from": from, "to": to}).to_string()).await {

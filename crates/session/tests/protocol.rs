@@ -393,3 +393,19 @@ async fn file_operations_and_quotas() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("session_not_found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_from_a_lost_node_is_told_its_process_is_gone() {
+    let s = server(SessionConfig::default()).await;
+    let id = s.session("python", py("print(1)\n")).await;
+    // This copy has no events yet; the client had seen 7 elsewhere.
+    let mut c = s.connect(&id, Some(7)).await;
+    let hello = c.next().await;
+    assert_eq!((hello["type"].as_str(), hello["seq"].as_u64()), (Some("hello"), Some(0)));
+    let notice = c.next().await;
+    assert_eq!((notice["type"].as_str(), notice["code"].as_str()), (Some("error"), Some("process_lost")), "{notice}");
+    // It can run again.
+    c.send(json!({"type": "run"})).await;
+    let exit = c.exit().await;
+    assert_eq!(exit["status"], "ok");
+}
