@@ -22,16 +22,33 @@ impl RedisOwnership {
     }
 }
 
+/// Runs `op` up to three times (100 and 200 ms apart) while Redis is unavailable: after Redis came
+/// back, the first commands may still meet the broken connection, or the
+/// failed reconnect attempt made while it was away, before the connection
+/// manager's next attempt succeeds.
+async fn retried<T, F, Fut>(mut op: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, evald_state::StateError>>,
+{
+    let mut last = None;
+    for attempt in 0..3u64 {
+        if attempt > 0 {
+            // The connection manager reconnects in the background.
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        match op().await {
+            Err(e) if e.is_unavailable() => last = Some(e),
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
+    Err(last.map(|e| e.to_string()).unwrap_or_default())
+}
+
 impl Ownership for RedisOwnership {
     fn take<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            // One retry: the first command after Redis came back may meet the
-            // broken connection that the manager then replaces.
-            let previous = match self.registry.steal(session, &self.node, OWNERSHIP_TTL).await {
-                Err(e) if e.is_unavailable() => self.registry.steal(session, &self.node, OWNERSHIP_TTL).await,
-                other => other,
-            }
-            .map_err(|e| e.to_string())?;
+            let previous = retried(|| self.registry.steal(session, &self.node, OWNERSHIP_TTL)).await?;
             if let Some(p) = previous {
                 tracing::info!(session, from = %p, "took the session over");
             }

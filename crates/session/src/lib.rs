@@ -438,6 +438,7 @@ impl Manager {
             // A draining node does not take sessions over: the balancer
             // retries the request on another node.
             if self.draining() {
+                tracing::info!(session = %id, "not taking a session over while draining");
                 return Err(SessionError::Unavailable);
             }
             o.take(id).await.map_err(|e| {
@@ -607,7 +608,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(SessionError::FileNotFound),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => Err(SessionError::Unavailable),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => {
+            tracing::warn!(error = %e, "the workspace store is unavailable");
+            Err(SessionError::Unavailable)
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => Err(SessionError::BadPath(e.to_string())),
         Ok(Err(e)) if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull => {
             Err(SessionError::Quota("the workspace is full".into()))
