@@ -13,22 +13,13 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 mod procs;
-use procs::{evald_binary, free_port, http, until, ROOT, WAIT};
+use procs::{evald_binary, free_port, http, runtime_api, until, ROOT, WAIT};
 
 const ADMIN_KEY: &str = "haproxy-test-key";
-
-/// A Runtime API command on HAProxy's stats socket; its whole answer.
-async fn runtime_api(socket: &Path, command: &str) -> Option<String> {
-    let mut stream = tokio::net::UnixStream::connect(socket).await.ok()?;
-    stream.write_all(format!("{command}\n").as_bytes()).await.ok()?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
 
 /// (server name, status) of the `evald` backend's servers from `show stat`.
 async fn server_status(socket: &Path) -> Vec<(String, String)> {
