@@ -13,51 +13,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 mod procs;
-use procs::{evald_binary, free_port, http, until, ROOT};
-
-/// A persistent Redis (every write fsynced to its append-only file), killed
-/// and restarted on the same port and directory by the test.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let mut r = Redis { child: None, port: free_port("127.0.0.1"), dir: tempfile::tempdir().expect("tempdir") };
-        r.restart().await;
-        r
-    }
-
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        let port = self.port;
-        until("redis to answer", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-        })
-        .await;
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
+use procs::{evald_binary, free_port, http, until, RedisServer, ROOT};
 
 struct Node {
     _child: Child,
@@ -65,7 +21,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(name: &str, ip: &str, uid_base: u32, redis: &Redis, dir: &Path) -> Node {
+    fn start(name: &str, ip: &str, uid_base: u32, redis: &RedisServer, dir: &Path) -> Node {
         let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
         let child = Command::new(evald_binary())
@@ -101,7 +57,7 @@ impl Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_sessions_rate_limits_and_survive_a_redis_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut redis = Redis::start().await;
+    let mut redis = RedisServer::start(dir.path()).await;
     let a = Node::start("a", "127.0.0.21", 66000, &redis, dir.path());
     let b = Node::start("b", "127.0.0.22", 66200, &redis, dir.path());
     for n in [&a, &b] {

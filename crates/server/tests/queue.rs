@@ -14,53 +14,12 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 mod procs;
-use procs::{evald_binary, free_port, http, until, ROOT};
+use procs::{evald_binary, free_port, http, until, RedisServer, ROOT};
 
 /// Runs submitted; each sleeps this long, then prints its number.
 const RUNS: usize = 6;
 /// The nodes' `--queue-reclaim-ms`.
 const RECLAIM_MS: u64 = 2000;
-
-struct Redis {
-    _child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let port = free_port("127.0.0.1");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        until("redis to answer", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-        })
-        .await;
-        Redis { _child: child, port, _dir: dir }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// One command through `redis-cli`; its output lines.
-    async fn cli(&self, args: &[&str]) -> Vec<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .await
-            .expect("redis-cli must be installed");
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
-    }
-}
 
 fn namespace() -> String {
     format!("queuetest{}:", std::process::id())
@@ -73,7 +32,7 @@ struct Node {
 }
 
 impl Node {
-    fn start(name: &str, ip: &str, uid_base: u32, redis: &Redis, dir: &Path) -> Node {
+    fn start(name: &str, ip: &str, uid_base: u32, redis: &RedisServer, dir: &Path) -> Node {
         let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
         let instance = format!("q-{}-{name}", std::process::id());
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
@@ -118,7 +77,7 @@ fn program(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_accepted_by_a_killed_node_are_finished_by_another() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = Redis::start().await;
+    let redis = RedisServer::start(dir.path()).await;
     let mut a = Node::start("a", "127.0.0.31", 70000, &redis, dir.path());
     let b = Node::start("b", "127.0.0.32", 70200, &redis, dir.path());
     for n in [&a, &b] {

@@ -80,38 +80,66 @@ use tokio::process::{Child, Command};
 /// The admin key of the cluster nodes.
 pub const CLUSTER_ADMIN_KEY: &str = "cluster-test-key";
 
-/// A persistent Redis (every write fsynced to its append-only file).
+/// A persistent Redis (every write fsynced to its append-only file) that a
+/// test can kill and restart on the same port and directory.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    dir: PathBuf,
 }
 
 impl RedisServer {
     pub async fn start(dir: &Path) -> RedisServer {
-        let port = free_port("127.0.0.1");
-        std::fs::create_dir_all(dir.join("redis")).expect("redis dir");
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = RedisServer { child: None, port: free_port("127.0.0.1"), dir };
+        r.restart().await;
+        r
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
-            .arg(dir.join("redis"))
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
         until("redis to answer", || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
         })
         .await;
-        RedisServer { child, port }
+    }
+
+    /// SIGKILL: a crash; what was fsynced survives a restart.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// One command through `redis-cli`; its non-empty output lines.
+    pub async fn cli(&self, args: &[&str]) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli must be installed");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.kill().await;
     }
 }
 
