@@ -104,7 +104,17 @@ pub(crate) struct Rlimit {
 
 /// Everything the child needs, prepared by the host.
 pub(crate) struct Plan<'a> {
+    /// Read end of the pipe the init waits on until the host has moved it
+    /// into the box's cgroups (at its start), or, for a box from a launcher
+    /// (born in its cgroups), until the host has reaped the launcher (before
+    /// the payload starts: nothing that shares the host's memory may sit in
+    /// the box's cgroups while untrusted code runs, and the launcher must
+    /// not count against the box's process limit).
     pub sync_read: RawFd,
+    /// The launcher already made the namespaces (see [`Launcher`]).
+    pub prepared_ns: bool,
+    /// The highest capability number of this kernel (`cap_last_cap`).
+    pub last_cap: c_ulong,
     pub status_write: RawFd,
     pub stdin: RawFd,
     pub stdout: RawFd,
@@ -211,7 +221,7 @@ fn fail(fd: RawFd, step: u32) -> ! {
 
 /// Closes every descriptor except those in `keep` (any order, at most 8).
 fn close_all_except(keep: &[RawFd]) -> Result<(), ()> {
-    let mut sorted = [-1; 8];
+    let mut sorted = [-1; 12];
     let n = keep.len().min(sorted.len());
     sorted[..n].copy_from_slice(&keep[..n]);
     sorted[..n].sort_unstable();
@@ -248,37 +258,50 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
     if close_all_except(&keep).is_err() {
         fail(st, step::CLOSE_FDS);
     }
-    // Wait until the host has moved us into the box cgroups.
-    let mut byte = 0u8;
-    // SAFETY: reading one byte into a valid buffer.
-    if unsafe { libc::read(plan.sync_read, (&mut byte as *mut u8).cast(), 1) } != 1 {
-        // SAFETY: the host is gone or failed; nothing to report to.
-        unsafe { libc::_exit(1) }
+    // The cloning thread's signal mask is inherited (a launcher blocks
+    // everything); the program starts with none blocked.
+    // SAFETY: sigemptyset fills a local set; sigprocmask only changes this
+    // process's mask.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+    }
+    if !plan.prepared_ns {
+        // Wait until the host has moved us into the box cgroups.
+        wait_for_host(plan.sync_read);
     }
     // SAFETY: plain system calls on valid, NUL-terminated arguments and
     // descriptors of the plan; each failure is reported and ends the child.
     unsafe {
-        libc::close(plan.sync_read);
-        if plan.net_ns >= 0 && libc::setns(plan.net_ns, libc::CLONE_NEWNET) != 0 {
-            fail(st, step::NAMESPACES);
-        }
-        // Enter the template root, then take a private copy of it: the
-        // template's few mounts are cheap to copy, unlike the host's.
-        if libc::setns(plan.mnt_ns, libc::CLONE_NEWNS) != 0
-            || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) != 0
-        {
-            fail(st, step::NAMESPACES);
+        if plan.prepared_ns {
+            // The launcher entered the network namespace, copied the
+            // template and made the ipc, uts and pid namespaces.
+            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+                fail(st, step::NAMESPACES);
+            }
+        } else {
+            if plan.net_ns >= 0 && libc::setns(plan.net_ns, libc::CLONE_NEWNET) != 0 {
+                fail(st, step::NAMESPACES);
+            }
+            // Enter the template root, then take a private copy of it: the
+            // template's few mounts are cheap to copy, unlike the host's.
+            if libc::setns(plan.mnt_ns, libc::CLONE_NEWNS) != 0
+                || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) != 0
+            {
+                fail(st, step::NAMESPACES);
+            }
+            if libc::chdir(c"/".as_ptr()) != 0 {
+                fail(st, step::NAMESPACES);
+            }
+            let host = b"evald";
+            if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
+                fail(st, step::HOSTNAME);
+            }
         }
         libc::close(plan.mnt_ns);
         if plan.net_ns >= 0 {
             libc::close(plan.net_ns);
-        }
-        if libc::chdir(c"/".as_ptr()) != 0 {
-            fail(st, step::NAMESPACES);
-        }
-        let host = b"evald";
-        if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
-            fail(st, step::HOSTNAME);
         }
         if plan.loopback && loopback_up().is_err() {
             fail(st, step::LOOPBACK);
@@ -293,19 +316,40 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
             libc::close(plan.workspace);
         }
 
+        if plan.prepared_ns {
+            // Wait until the host has reaped the launcher.
+            wait_for_host(plan.sync_read);
+        }
         let mut err_pipe = [0; 2];
         if libc::pipe2(err_pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             fail(st, step::FORK);
         }
-        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0usize, 0usize, 0usize, 0usize);
+        // The payload is started like vfork: it borrows our memory (no copy
+        // of the page tables) on a stack of its own while we wait, until its
+        // execve or its exit. It writes nothing of ours but its stack (and
+        // errno in our thread-local storage, unused while we wait).
+        let stack = libc::mmap(
+            ptr::null_mut(),
+            PAYLOAD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        );
+        if stack == libc::MAP_FAILED {
+            fail(st, step::FORK);
+        }
+        let args = PayloadArgs { plan, err: err_pipe[1] };
+        let pid = libc::clone(
+            payload_entry,
+            stack.cast::<u8>().add(PAYLOAD_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const PayloadArgs).cast_mut().cast(),
+        );
         if pid < 0 {
             fail(st, step::FORK);
         }
-        if pid == 0 {
-            libc::close(err_pipe[0]);
-            payload(plan, err_pipe[1]);
-        }
-        let pid = pid as libc::pid_t;
+        libc::munmap(stack, PAYLOAD_STACK);
         libc::close(err_pipe[1]);
         libc::close(plan.stdin);
         libc::close(plan.stdout);
@@ -332,6 +376,40 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
                 libc::_exit(1);
             }
         }
+    }
+}
+
+/// Reads the host's go-ahead byte from `sync_read` and closes it; exits
+/// quietly if the host is gone.
+fn wait_for_host(sync_read: RawFd) {
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a valid buffer, closing our descriptor.
+    unsafe {
+        while libc::read(sync_read, (&mut byte as *mut u8).cast(), 1) != 1 {
+            if errno() != libc::EINTR {
+                libc::_exit(1);
+            }
+        }
+        libc::close(sync_read);
+    }
+}
+
+/// Stack of the payload until its `execve`.
+const PAYLOAD_STACK: usize = 64 << 10;
+
+/// What the payload reads from its parent's memory.
+struct PayloadArgs<'a, 'p> {
+    plan: &'a Plan<'p>,
+    err: RawFd,
+}
+
+/// Entry of the payload on its own stack (see [`box_init`]).
+extern "C" fn payload_entry(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the PayloadArgs on the stack of the box init, which
+    // is suspended (CLONE_VFORK) until this process execs or exits.
+    unsafe {
+        let args = &*(arg as *const PayloadArgs);
+        payload(args.plan, args.err)
     }
 }
 
@@ -387,7 +465,7 @@ unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
             payload_fail(err, step::PAYLOAD_CWD);
         }
         // Empty the bounding set while we still have CAP_SETPCAP.
-        for cap in 0..64 {
+        for cap in 0..=plan.last_cap {
             if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
                 payload_fail(err, step::PAYLOAD_CAPS);
             }
@@ -570,22 +648,329 @@ const CLONE_FLAGS: c_ulong = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CL
 /// `plan`'s descriptors must be open; the caller must not rely on anything
 /// in the child (it never returns there).
 pub(crate) unsafe fn spawn(plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)> {
+    let flags = CLONE_FLAGS | if plan.net_ns < 0 { libc::CLONE_NEWNET as c_ulong } else { 0 };
+    // SAFETY: the caller's contract.
+    unsafe { clone_init(plan, flags) }.map_err(std::io::Error::from_raw_os_error)
+}
+
+/// [`spawn`] with the given clone flags (which must include
+/// `CLONE_PIDFD`); the error is an errno (no allocation, so a launcher may
+/// call it).
+///
+/// # Safety
+/// As [`spawn`].
+unsafe fn clone_init(plan: &Plan, flags: c_ulong) -> Result<(libc::pid_t, RawFd), i32> {
     let mut pidfd: c_int = -1;
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a
     // copy of this address space and only runs `box_init`, which is
     // async-signal-safe.
-    let pid = unsafe {
-        let flags = CLONE_FLAGS | if plan.net_ns < 0 { libc::CLONE_NEWNET as c_ulong } else { 0 };
-        libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize)
-    };
+    // SAFETY: see above.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize) };
     if pid < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(errno());
     }
     if pid == 0 {
         // SAFETY: we are the fresh child.
         unsafe { box_init(plan) }
     }
     Ok((pid as libc::pid_t, pidfd))
+}
+
+/// A box prepared ahead of its run: a small process that shares our memory
+/// and descriptor table (`CLONE_VM | CLONE_FILES`, its own stack) and waits,
+/// already moved into the next box's cgroups, for a [`Plan`]. It then clones
+/// the box init, which is born in those cgroups, reports the init's pid and
+/// pidfd (a descriptor in our shared table) and exits.
+///
+/// Why: moving a process between cgroups takes the kernel's cgroup
+/// threadgroup lock for writing, which waits for an RCU grace period when
+/// no move happened recently: several milliseconds on an idle machine, and
+/// all moves queue behind one another. Launchers take that cost before the
+/// run is asked for.
+///
+/// The launcher runs only [`launcher_main`]: raw system calls on its own
+/// stack. It uses the thread-local storage of the thread that started it
+/// (no `CLONE_SETTLS`), so a failing system call in it could overwrite that
+/// thread's `errno`; only the sandbox's reaper thread starts launchers, and
+/// it reads `errno` only right after its own calls.
+pub(crate) struct Launcher {
+    pid: libc::pid_t,
+    pidfd: std::os::fd::OwnedFd,
+    /// Write end of the request pipe; closing it tells the launcher to exit.
+    go: Option<std::os::fd::OwnedFd>,
+    done: std::os::fd::OwnedFd,
+    /// The launcher's own ends and arguments, kept until it is reaped.
+    args: Box<LauncherArgs>,
+    ends: [std::os::fd::OwnedFd; 2],
+    stack: Stack,
+}
+
+struct LauncherArgs {
+    go: RawFd,
+    done: RawFd,
+    /// The template mount namespace and the slot's network namespace.
+    mnt_ns: RawFd,
+    net_ns: RawFd,
+}
+
+/// First request to a launcher: make the box's namespaces (sent once the
+/// launcher is in the box's cgroups). Any other value is a plan's address.
+const SETUP: usize = 1;
+
+/// An anonymous mapping used as a launcher's stack.
+struct Stack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by the Stack alone and only unmapped in Drop.
+unsafe impl Send for Stack {}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in Launcher::start,
+        // once nothing runs on it any more (the launcher was reaped).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+const LAUNCHER_STACK: usize = 256 << 10;
+
+impl Launcher {
+    /// Starts a launcher. Its parent is the calling thread: when that
+    /// thread ends, the kernel kills the launcher (`PR_SET_PDEATHSIG`).
+    pub(crate) fn start(mnt_ns: RawFd, net_ns: RawFd) -> std::io::Result<Launcher> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills two fresh descriptors on success.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fresh descriptors owned by nobody else.
+            Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+        };
+        let (go_r, go_w) = pipe()?;
+        let (done_r, done_w) = pipe()?;
+        let args = Box::new(LauncherArgs { go: go_r.as_raw_fd(), done: done_w.as_raw_fd(), mnt_ns, net_ns });
+        // SAFETY: a fresh private anonymous mapping; checked below.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                LAUNCHER_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stack = Stack { base, len: LAUNCHER_STACK };
+        // A guard page at the bottom: an overflow faults instead of writing
+        // into whatever is mapped below.
+        // SAFETY: the lowest page of our own mapping.
+        if unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut pidfd: c_int = -1;
+        // SAFETY: the child runs `launcher_main` on the new stack (top of the
+        // mapping, 16-byte aligned as mmap returns page-aligned memory) with
+        // `args`, which stays alive (boxed, owned by the Launcher) until the
+        // child is reaped; see `launcher_main` for what it touches.
+        let pid = unsafe {
+            libc::clone(
+                launcher_main,
+                base.cast::<u8>().add(LAUNCHER_STACK).cast(),
+                libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_PIDFD | libc::SIGCHLD,
+                (&*args as *const LauncherArgs).cast_mut().cast(),
+                &mut pidfd as *mut c_int,
+            )
+        };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: CLONE_PIDFD stored a fresh descriptor that we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        Ok(Launcher { pid, pidfd, go: Some(go_w), done: done_r, args, ends: [go_r, done_w], stack })
+    }
+
+    /// Every descriptor this launcher holds open.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut fds = vec![self.pidfd.as_raw_fd(), self.done.as_raw_fd()];
+        fds.extend(self.go.as_ref().map(|f| f.as_raw_fd()));
+        fds.extend(self.ends.iter().map(|f| f.as_raw_fd()));
+        fds
+    }
+
+    /// The launcher's pid, to move it into the box's cgroups.
+    pub(crate) fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Has the launcher make the box's namespaces: enter the slot's network
+    /// namespace, a private copy of the template mount namespace, new ipc
+    /// and uts namespaces (hostname `evald`), and a new pid namespace for
+    /// its child. Call once it is in the box's cgroups.
+    pub(crate) fn setup(&self) -> std::io::Result<()> {
+        self.request(SETUP)?;
+        match self.reply::<4>()? {
+            [0, 0, 0, 0] => Ok(()),
+            errno => Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+        }
+    }
+
+    fn request(&self, word: usize) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let word = word.to_ne_bytes();
+        let go = self.go.as_ref().map_or(-1, |f| f.as_raw_fd());
+        // SAFETY: writing a valid 8-byte buffer.
+        if unsafe { libc::write(go, word.as_ptr().cast(), word.len()) } != word.len() as isize {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn reply<const N: usize>(&self) -> std::io::Result<[u8; N]> {
+        use std::os::fd::AsRawFd;
+        let mut reply = [0u8; N];
+        let mut got = 0;
+        while got < N {
+            // SAFETY: reading into the unfilled part of a valid buffer.
+            let n = unsafe { libc::read(self.done.as_raw_fd(), reply[got..].as_mut_ptr().cast(), N - got) };
+            if n <= 0 {
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                return Err(std::io::Error::other("the launcher ended without an answer"));
+            }
+            got += n as usize;
+        }
+        Ok(reply)
+    }
+
+    /// Hands `plan` to the launcher and returns the box init's pid and
+    /// pidfd. The launcher then exits; dropping `self` reaps it, which must
+    /// happen before the host lets the init go on (see [`Plan::sync_read`]).
+    ///
+    /// # Safety
+    /// As [`spawn`]: `plan`'s descriptors must be open.
+    pub(crate) unsafe fn launch(&self, plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)> {
+        // The launcher reads `plan` through our shared memory while we wait
+        // for its reply.
+        self.request(plan as *const Plan as usize)?;
+        let reply = self.reply::<12>()?;
+        let word = |i: usize| i32::from_ne_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
+        let (pid, pidfd, err) = (word(0), word(4), word(8));
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(err));
+        }
+        Ok((pid, pidfd))
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Closing the request pipe ends a waiting launcher; then reap it
+        // before its stack and arguments go away.
+        self.go = None;
+        let _ = &self.args;
+        loop {
+            let mut info: libc::siginfo_t = unsafe_zeroed();
+            // SAFETY: waitid on our own child's pidfd with a valid buffer.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    std::os::fd::AsRawFd::as_raw_fd(&self.pidfd) as libc::id_t,
+                    &mut info,
+                    libc::WEXITED,
+                )
+            };
+            if r == 0 || errno() != libc::EINTR {
+                break;
+            }
+        }
+        let _ = &self.stack;
+    }
+}
+
+fn unsafe_zeroed() -> libc::siginfo_t {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The launcher process (see [`Launcher`]): waits for a plan's address,
+/// clones the box init from it, replies and exits. Only raw system calls,
+/// on its own stack; reads `args` and the plan through shared memory.
+extern "C" fn launcher_main(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` points to the LauncherArgs kept alive by the Launcher
+    // until this process is reaped; the plan address comes from
+    // Launcher::launch, whose caller keeps the plan alive and unchanged until
+    // our reply.
+    unsafe {
+        let args = &*(arg as *const LauncherArgs);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0usize, 0usize, 0usize);
+        let next = || {
+            let mut word = [0u8; 8];
+            let mut got = 0;
+            while got < word.len() {
+                let n = libc::read(args.go, word[got..].as_mut_ptr().cast(), word.len() - got);
+                if n <= 0 {
+                    if n < 0 && errno() == libc::EINTR {
+                        continue;
+                    }
+                    libc::_exit(0);
+                }
+                got += n as usize;
+            }
+            usize::from_ne_bytes(word)
+        };
+        let mut word = next();
+        let ready = word == SETUP;
+        if ready {
+            let host = b"evald";
+            let err = if libc::setns(args.net_ns, libc::CLONE_NEWNET) != 0
+                || libc::setns(args.mnt_ns, libc::CLONE_NEWNS) != 0
+                || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWPID) != 0
+                || libc::chdir(c"/".as_ptr()) != 0
+                || libc::sethostname(host.as_ptr().cast(), host.len()) != 0
+            {
+                errno()
+            } else {
+                0
+            };
+            libc::write(args.done, err.to_ne_bytes().as_ptr().cast(), 4);
+            if err != 0 {
+                libc::_exit(0);
+            }
+            word = next();
+        }
+        let plan = &*(word as *const Plan);
+        // The init's parent is ours (evald), which reaps it through the
+        // pidfd; it joins the namespaces made above (a fresh network
+        // namespace instead when the plan asks for one).
+        let mut flags = if ready {
+            (libc::CLONE_PARENT | libc::CLONE_PIDFD | libc::SIGCHLD) as c_ulong
+        } else {
+            CLONE_FLAGS | libc::CLONE_PARENT as c_ulong
+        };
+        if plan.net_ns < 0 {
+            flags |= libc::CLONE_NEWNET as c_ulong;
+        }
+        let result = if plan.prepared_ns == ready { clone_init(plan, flags) } else { Err(libc::EINVAL) };
+        let (pid, pidfd, err) = match result {
+            Ok((pid, pidfd)) => (pid, pidfd, 0),
+            Err(e) => (-1, -1, e),
+        };
+        let mut reply = [0u8; 12];
+        reply[0..4].copy_from_slice(&pid.to_ne_bytes());
+        reply[4..8].copy_from_slice(&pidfd.to_ne_bytes());
+        reply[8..12].copy_from_slice(&err.to_ne_bytes());
+        libc::write(args.done, reply.as_ptr().cast(), reply.len());
+        libc::_exit(0)
+    }
 }
 
 /// Builds the template mount namespace shared by every box: a child in a

@@ -10,16 +10,19 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{BoxCgroup, CgroupLimits, Cgroups};
-use crate::launch::{self, report, step, Op, Plan, Rlimit};
+use crate::launch::{self, report, step, Launcher, Op, Plan, Rlimit};
 use crate::outcome::{verdict, Facts, Outcome, Status};
 use crate::seccomp::SeccompPolicy;
 use crate::spec::{Limits, Network, RunSpec, SpecError, Stdin};
 use crate::workspace::Workspace;
 use crate::WORKSPACE_DIR;
+
+/// How long a start waits for a slot whose box is being torn down.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the supervisor samples the cgroup's CPU time.
 const CPU_POLL: Duration = Duration::from_millis(10);
@@ -103,7 +106,160 @@ struct Inner {
     net_ns: Vec<OwnedFd>,
     dev_null: OwnedFd,
     free_slots: Mutex<Vec<u32>>,
+    /// Signalled when a slot returns to `free_slots`.
+    slot_freed: Condvar,
+    /// `/proc/sys/kernel/cap_last_cap` (63 if unreadable: dropping a
+    /// capability the kernel does not know fails with EINVAL, ignored).
+    last_cap: c_ulong,
     counter: AtomicU64,
+    /// Hands finished boxes to the reaper thread.
+    reaper: mpsc::Sender<Job>,
+    /// Per slot, the next box prepared ahead of its run (see
+    /// [`launch::Launcher`]); `None` when not ready (the run then creates
+    /// its cgroups and moves its init itself).
+    prepared: Mutex<Vec<Option<Prepared>>>,
+    /// Set by [`Sandbox::shutdown`]: prepare no more boxes.
+    closing: std::sync::atomic::AtomicBool,
+    teardowns: Arc<Pending>,
+}
+
+/// What is left of a box once its outcome is known: the init, which is
+/// exiting (its pid and mount namespaces are being torn down, which waits
+/// for an RCU grace period), and the cgroups. The reaper thread finishes the
+/// job off the caller's path; the slot returns to the pool only then, so a
+/// slot's user id and network namespace are never shared by two boxes.
+struct Teardown {
+    pidfd: OwnedFd,
+    cgroup: BoxCgroup,
+    slot: SlotGuard,
+}
+
+/// Work for the reaper thread.
+enum Job {
+    /// Tear a finished box down, prepare the slot's next box, free the slot.
+    Teardown(Teardown),
+    /// Prepare a box for a slot (at start-up).
+    Prepare(Arc<Inner>, u32),
+}
+
+/// The cgroups of a slot's next box with a launcher already inside them.
+/// Field order matters: the launcher exits before its cgroups are removed.
+struct Prepared {
+    launcher: Launcher,
+    cgroup: BoxCgroup,
+}
+
+impl Prepared {
+    fn new(inner: &Inner, slot: u32) -> Result<Prepared, SandboxError> {
+        let seq = inner.counter.fetch_add(1, Ordering::Relaxed);
+        // The usual limits; a run with others rewrites what differs.
+        let defaults = Limits::default();
+        let cgroup = inner.cgroups.create_box(
+            &format!("box-{slot}-{seq}"),
+            &CgroupLimits { memory_bytes: defaults.memory_bytes, pids: defaults.processes.into() },
+        )?;
+        let launcher = Launcher::start(inner.template.as_raw_fd(), inner.net_ns[slot as usize].as_raw_fd())
+            .map_err(io_err("starting a launcher"))?;
+        cgroup.add_pid(launcher.pid())?;
+        launcher.setup().map_err(io_err("preparing the namespaces of a box"))?;
+        Ok(Prepared { launcher, cgroup })
+    }
+}
+
+/// Prepares the next box of `slot` unless one is ready.
+fn prepare(inner: &Inner, slot: u32) {
+    if inner.closing.load(Ordering::Relaxed) {
+        return;
+    }
+    let ready = inner.prepared.lock().map(|p| p.get(slot as usize).is_some_and(Option::is_some)).unwrap_or(true);
+    if ready {
+        return;
+    }
+    match Prepared::new(inner, slot) {
+        Ok(p) => {
+            if let Ok(mut all) = inner.prepared.lock() {
+                if let Some(entry) = all.get_mut(slot as usize) {
+                    *entry = Some(p);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(slot, error = %e, "preparing a box"),
+    }
+}
+
+impl Teardown {
+    fn run(mut self) {
+        // SAFETY: signalling and reaping through our own pidfd. The init
+        // exits by itself after its report; the kill only hurries along
+        // whatever the payload left behind. ESRCH/ECHILD (already reaped)
+        // are fine.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            while libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) != 0
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
+        }
+        if let Err(e) = self.cgroup.remove() {
+            tracing::warn!(error = %e, "removing box cgroup");
+        }
+        if let Some(slot) = self.slot.slot {
+            prepare(&self.slot.inner, slot);
+        }
+    }
+}
+
+/// Count of teardowns handed to the reaper and not done yet.
+#[derive(Default)]
+struct Pending {
+    count: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Pending {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+    fn finish_one(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.done.notify_all();
+        }
+    }
+    fn is_idle(&self) -> bool {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) == 0
+    }
+    fn wait_idle(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = self.done.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Starts the thread that tears finished boxes down.
+fn start_reaper(pending: Arc<Pending>) -> io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new().name("evald-reaper".into()).spawn(move || {
+        // Launchers started here inherit this mask: no signal handler of
+        // ours ever runs in them. Box inits clear it.
+        // SAFETY: sigfillset fills a local set; pthread_sigmask only changes
+        // this thread's mask.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        }
+        for job in rx {
+            match job {
+                Job::Teardown(teardown) => teardown.run(),
+                Job::Prepare(inner, slot) => prepare(&inner, slot),
+            }
+            pending.finish_one();
+        }
+    })?;
+    Ok(tx)
 }
 
 /// Launches and supervises boxes. Cheap to clone; all clones share one pool.
@@ -146,7 +302,10 @@ impl Sandbox {
             .map_err(io_err("creating network namespaces"))?;
         let dev_null = fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?.into();
         let free_slots = Mutex::new((0..config.slots).rev().collect());
-        Ok(Sandbox {
+        let teardowns = Arc::new(Pending::default());
+        let reaper = start_reaper(teardowns.clone()).map_err(io_err("starting the reaper thread"))?;
+        let slots = config.slots;
+        let sandbox = Sandbox {
             inner: Arc::new(Inner {
                 config,
                 cgroups,
@@ -155,9 +314,25 @@ impl Sandbox {
                 net_ns,
                 dev_null,
                 free_slots,
+                slot_freed: Condvar::new(),
+                last_cap: fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(63),
                 counter: AtomicU64::new(0),
+                reaper,
+                prepared: Mutex::new((0..slots).map(|_| None).collect()),
+                closing: std::sync::atomic::AtomicBool::new(false),
+                teardowns,
             }),
-        })
+        };
+        for slot in 0..slots {
+            sandbox.inner.teardowns.add();
+            if sandbox.inner.reaper.send(Job::Prepare(sandbox.inner.clone(), slot)).is_err() {
+                sandbox.inner.teardowns.finish_one();
+            }
+        }
+        Ok(sandbox)
     }
 
     /// Removes what earlier processes left behind when their instance name
@@ -193,6 +368,42 @@ impl Sandbox {
     /// The cgroup version in use.
     pub fn cgroup_version(&self) -> crate::cgroup::CgroupVersion {
         self.inner.cgroups.version()
+    }
+
+    /// Blocks until every box whose outcome was returned is completely gone
+    /// (no process, mount or cgroup left) and its slot is free again. Boxes
+    /// are torn down in the background after their outcome is known; call
+    /// this before the process exits or before checking the host.
+    pub fn settle(&self) {
+        self.inner.teardowns.wait_idle();
+    }
+
+    /// For a service about to exit: waits for the teardowns (see
+    /// [`Sandbox::settle`]), ends the launchers of prepared boxes and removes
+    /// their cgroups. Later runs create their boxes without a launcher.
+    pub fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::Relaxed);
+        self.settle();
+        if let Ok(mut prepared) = self.inner.prepared.lock() {
+            prepared.iter_mut().for_each(|p| *p = None);
+        }
+        if let Err(e) = self.inner.cgroups.remove_parents() {
+            tracing::debug!(error = %e, "cgroup parents not removed at shutdown");
+        }
+    }
+
+    /// The cgroup directories of the boxes prepared for the next runs (each
+    /// holds only its launcher; see `launch::Launcher`).
+    pub fn prepared_cgroups(&self) -> Vec<PathBuf> {
+        let Ok(prepared) = self.inner.prepared.lock() else { return Vec::new() };
+        prepared.iter().flatten().flat_map(|p| p.cgroup.paths().into_iter().map(Path::to_path_buf)).collect()
+    }
+
+    /// The descriptors held for the launchers of prepared boxes (five
+    /// each), so that leak checks can tell them from leaks.
+    pub fn prepared_fds(&self) -> Vec<RawFd> {
+        let Ok(prepared) = self.inner.prepared.lock() else { return Vec::new() };
+        prepared.iter().flatten().flat_map(|p| p.launcher.fds()).collect()
     }
 
     /// Slots not in use right now.
@@ -244,11 +455,19 @@ impl Sandbox {
         spec.validate()?;
         let slot = self.take_slot()?;
         let guard = SlotGuard { inner: self.inner.clone(), slot: Some(slot) };
-        let seq = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        let cgroup = self.inner.cgroups.create_box(
-            &format!("box-{slot}-{seq}"),
-            &CgroupLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.processes.into() },
-        )?;
+        let limits = CgroupLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.processes.into() };
+        let prepared =
+            self.inner.prepared.lock().ok().and_then(|mut p| p.get_mut(slot as usize).and_then(Option::take));
+        let (cgroup, launcher) = match prepared {
+            Some(mut p) => {
+                p.cgroup.set_limits(&limits)?;
+                (p.cgroup, Some(p.launcher))
+            }
+            None => {
+                let seq = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+                (self.inner.cgroups.create_box(&format!("box-{slot}-{seq}"), &limits)?, None)
+            }
+        };
         let uid = match workspace {
             Some(_) => self.workspace_uid(),
             None => self.inner.config.uid_base + slot,
@@ -263,14 +482,23 @@ impl Sandbox {
         };
         let mut plan = self.plan(spec, workspace_dir.as_ref().map(|f| f.as_raw_fd()), uid, &stdio)?;
         plan.sync_read = sync_read.as_raw_fd();
+        plan.prepared_ns = launcher.is_some();
         plan.status_write = status_write.as_raw_fd();
         plan.mnt_ns = self.inner.template.as_raw_fd();
         plan.net_ns = match spec.network {
             Network::None => self.inner.net_ns[slot as usize].as_raw_fd(),
             Network::Loopback => -1,
         };
-        // SAFETY: the plan's descriptors are open until after spawn returns.
-        let (pid, pidfd) = unsafe { launch::spawn(&plan) }.map_err(io_err("cloning the box init"))?;
+        let (pid, pidfd) = match &launcher {
+            // SAFETY: the plan's descriptors are open until after launch returns.
+            Some(l) => unsafe { l.launch(&plan) },
+            // SAFETY: the plan's descriptors are open until after spawn returns.
+            None => unsafe { launch::spawn(&plan) },
+        }
+        .map_err(io_err("cloning the box init"))?;
+        // Reap the launcher: the init starts the payload only after that.
+        let born_in_cgroups = launcher.is_some();
+        drop(launcher);
         // SAFETY: spawn returned a fresh pidfd that nothing else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let ops = std::mem::take(&mut plan.ops);
@@ -280,11 +508,12 @@ impl Sandbox {
         drop(status_write);
         let parent_ends = stdio.into_parent_ends();
         let mut running = Running {
-            _slot: guard,
+            slot: Some(guard),
             pid,
             pidfd,
             status_read,
-            cgroup,
+            report: None,
+            cgroup: Some(cgroup),
             stdin: parent_ends.stdin,
             stdout: parent_ends.stdout,
             stderr: parent_ends.stderr,
@@ -295,9 +524,11 @@ impl Sandbox {
             finished: false,
             ops,
         };
-        if let Err(e) = running.cgroup.add_pid(pid) {
-            running.kill();
-            return Err(e.into());
+        if !born_in_cgroups {
+            if let Err(e) = running.cgroup.as_ref().map_or(Ok(()), |c| c.add_pid(pid)) {
+                running.kill();
+                return Err(e.into());
+            }
         }
         running.started = Instant::now();
         if write_all(sync_write.as_fd(), b"x").is_err() {
@@ -307,9 +538,23 @@ impl Sandbox {
         Ok(running)
     }
 
+    /// Takes a free slot. When every slot is taken but some are only
+    /// waiting for their box's teardown (which takes about a millisecond),
+    /// waits for one of those instead of failing.
     fn take_slot(&self) -> Result<u32, SandboxError> {
+        let busy = SandboxError::Busy(self.inner.config.slots);
+        let deadline = Instant::now() + TEARDOWN_WAIT;
         let mut free = self.inner.free_slots.lock().map_err(|_| SandboxError::Busy(0))?;
-        free.pop().ok_or(SandboxError::Busy(self.inner.config.slots))
+        loop {
+            if let Some(slot) = free.pop() {
+                return Ok(slot);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.inner.teardowns.is_idle() {
+                return Err(busy);
+            }
+            free = self.inner.slot_freed.wait_timeout(free, left).map_err(|_| SandboxError::Busy(0))?.0;
+        }
     }
 
     /// The user id of every box that runs in a persistent workspace (files
@@ -422,6 +667,8 @@ impl Sandbox {
         envp.push(std::ptr::null());
         Ok(Plan {
             sync_read: -1,
+            prepared_ns: false,
+            last_cap: self.inner.last_cap,
             status_write: -1,
             stdin: stdio.child_stdin,
             stdout: stdio.child_stdout,
@@ -447,6 +694,10 @@ impl Sandbox {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Prepared boxes go first: their cgroups live under the parents.
+        if let Ok(mut prepared) = self.prepared.lock() {
+            prepared.clear();
+        }
         if let Err(e) = self.cgroups.remove_parents() {
             tracing::debug!(error = %e, "cgroup parents not removed");
         }
@@ -463,6 +714,7 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let (Some(slot), Ok(mut free)) = (self.slot.take(), self.inner.free_slots.lock()) {
             free.push(slot);
+            self.inner.slot_freed.notify_one();
         }
     }
 }
@@ -679,11 +931,14 @@ impl Stdio {
 /// [`Running::check_limits`] every few milliseconds meanwhile: it enforces
 /// the CPU and wall-clock limits.
 pub struct Running {
-    _slot: SlotGuard,
+    /// Moves to the reaper with the cgroup when the outcome is known.
+    slot: Option<SlotGuard>,
     pid: libc::pid_t,
     pidfd: OwnedFd,
     status_read: OwnedFd,
-    cgroup: BoxCgroup,
+    /// The init's 12-byte report, once read.
+    report: Option<[u8; 12]>,
+    cgroup: Option<BoxCgroup>,
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
@@ -757,7 +1012,7 @@ impl Running {
             self.kill();
             return Some(Status::TimeLimitWall);
         }
-        if let Ok(ns) = self.cgroup.cpu_ns() {
+        if let Some(Ok(ns)) = self.cgroup.as_ref().map(|c| c.cpu_ns()) {
             if Duration::from_nanos(ns) > self.limits.cpu_time {
                 self.killed.cpu_exceeded = true;
                 self.kill();
@@ -780,7 +1035,7 @@ impl Running {
         unsafe {
             libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
         }
-        if let Err(e) = self.cgroup.kill_all() {
+        if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_all()) {
             tracing::warn!(error = %e, "killing box processes");
         }
     }
@@ -813,8 +1068,9 @@ impl Running {
         }
         let mut pid_done = false;
         loop {
-            let mut fds = Vec::with_capacity(4);
+            let mut fds = Vec::with_capacity(5);
             fds.push(pollfd(self.pidfd.as_fd(), libc::POLLIN));
+            fds.push(pollfd(self.status_read.as_fd(), libc::POLLIN));
             let out_i = self.stdout.as_ref().map(|f| {
                 fds.push(pollfd(f.as_fd(), libc::POLLIN));
                 fds.len() - 1
@@ -833,6 +1089,28 @@ impl Running {
             let timeout = if pid_done { Duration::from_secs(1) } else { self.next_check() };
             poll(&mut fds, timeout);
             if fds[0].revents != 0 {
+                pid_done = true;
+            }
+            if fds[1].revents != 0 && !pid_done {
+                // The init's report: the payload has ended and everything it
+                // wrote is in the pipes. Take what is there and stop; the
+                // reaper ends whatever the payload left behind.
+                let mut buf = [0u8; 12];
+                if read_some(self.status_read.as_fd(), &mut buf) == buf.len() {
+                    self.report = Some(buf);
+                    for (fd, out, truncated) in [
+                        (&mut self.stdout, &mut cap_out.stdout, &mut cap_out.stdout_truncated),
+                        (&mut self.stderr, &mut cap_out.stderr, &mut cap_out.stderr_truncated),
+                    ] {
+                        if drain(fd, out, cap) == Some(true) {
+                            *truncated = true;
+                            self.killed.output_exceeded = true;
+                        }
+                    }
+                    break;
+                }
+                // End of file without a report: the init died; its pidfd
+                // tells when it is gone.
                 pid_done = true;
             }
             if let Some(i) = out_i {
@@ -860,7 +1138,7 @@ impl Running {
                     feed(&mut self.stdin, &mut stdin_left);
                 }
             }
-            if pid_done && timeout == Duration::from_secs(1) && fds.iter().skip(1).all(|f| f.revents == 0) {
+            if pid_done && timeout == Duration::from_secs(1) && fds.iter().skip(2).all(|f| f.revents == 0) {
                 // All box processes are gone, so the pipes must be at EOF;
                 // a second without any event means something is wrong.
                 break;
@@ -873,22 +1151,31 @@ impl Running {
     }
 
     fn finish(&mut self, captured: Captured) -> Outcome {
-        // Reap the init (the pidfd is readable, or the box was killed).
-        let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
-        // SAFETY: waitid on our own pidfd with a valid siginfo buffer.
-        unsafe {
-            libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
-        }
         let wall_time = self.started.elapsed();
         self.finished = true;
-        let mut buf = [0u8; 12];
-        let n = read_some(self.status_read.as_fd(), &mut buf);
+        let buf = match self.report {
+            Some(buf) => buf,
+            None => {
+                // Reap the init (the pidfd is readable, or the box was
+                // killed); its report, if any, is in the pipe.
+                let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+                // SAFETY: waitid on our own pidfd with a valid siginfo buffer.
+                unsafe {
+                    libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
+                }
+                let mut buf = [0u8; 12];
+                if read_some(self.status_read.as_fd(), &mut buf) != buf.len() {
+                    buf = [0; 12];
+                }
+                buf
+            }
+        };
         let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-        let (kind, a, b) = if n == 12 { (word(0), word(4), word(8)) } else { (0, 0, 0) };
-        // No kill is needed here: the init of a pid namespace exits only
-        // after every other process of the namespace is gone, and every
-        // process of the box descends from that init.
-        let usage = self.cgroup.usage();
+        let (kind, a, b) = (word(0), word(4), word(8));
+        let usage = match &self.cgroup {
+            Some(c) => c.usage(),
+            None => Err(crate::cgroup::CgroupError::InvalidPid(0)),
+        };
         let mut facts = self.killed;
         let mut error = None;
         let mut stderr = captured.stderr;
@@ -937,9 +1224,7 @@ impl Running {
         if cpu_time > self.limits.cpu_time {
             facts.cpu_exceeded = true;
         }
-        if let Err(e) = self.cgroup.remove() {
-            tracing::warn!(error = %e, "removing box cgroup");
-        }
+        self.hand_to_reaper();
         Outcome {
             status: verdict(&facts),
             exit_code: facts.exit_code,
@@ -953,6 +1238,39 @@ impl Running {
             stderr_truncated: captured.stderr_truncated,
             process_limit_hit,
             error,
+        }
+    }
+}
+
+impl Running {
+    /// Passes the init, the cgroups and the slot to the reaper thread, or
+    /// tears them down here if it is gone.
+    fn hand_to_reaper(&mut self) {
+        let (Some(cgroup), Some(slot)) = (self.cgroup.take(), self.slot.take()) else { return };
+        let pidfd = match self.pidfd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without a second descriptor, finish here.
+                tracing::warn!(error = %e, "duplicating a pidfd");
+                self.kill();
+                let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+                // SAFETY: waitid on our own pidfd with a valid siginfo buffer.
+                unsafe {
+                    libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
+                }
+                drop(cgroup);
+                drop(slot);
+                return;
+            }
+        };
+        let inner = slot.inner.clone();
+        let teardown = Teardown { pidfd, cgroup, slot };
+        inner.teardowns.add();
+        if let Err(unsent) = inner.reaper.send(Job::Teardown(teardown)) {
+            if let Job::Teardown(t) = unsent.0 {
+                t.run();
+            }
+            inner.teardowns.finish_one();
         }
     }
 }

@@ -814,6 +814,15 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     for w in queue_workers {
         w.abort();
     }
+    // Finished boxes are torn down in the background; wait for that before
+    // the process (and the thread doing it) ends.
+    let sandbox = state.engine().sandbox().clone();
+    if tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || sandbox.shutdown()))
+        .await
+        .is_err()
+    {
+        tracing::warn!("box teardown still going on at exit");
+    }
     Ok(())
 }
 

@@ -468,6 +468,16 @@ impl Cgroups {
     /// limits. `name` must be a plain file name (`[A-Za-z0-9_.-]`, not
     /// starting with a dot) and not in use. On failure nothing is left.
     pub fn create_box(&self, name: &str, limits: &CgroupLimits) -> Result<BoxCgroup, CgroupError> {
+        let mut b = self.create_unlimited(name)?;
+        b.set_limits(limits)?;
+        debug!(name, ?limits, "box cgroup created");
+        Ok(b)
+    }
+
+    /// Creates the box cgroup `name` in every hierarchy without limits yet
+    /// (a box prepared ahead of its run; see [`BoxCgroup::set_limits`]).
+    /// Same naming rules and clean-up on failure as [`Cgroups::create_box`].
+    pub fn create_unlimited(&self, name: &str) -> Result<BoxCgroup, CgroupError> {
         validate_name(name)?;
         let mut b = BoxCgroup {
             name: name.to_owned(),
@@ -475,6 +485,7 @@ impl Cgroups {
             roles: self.roles,
             v2_fd: None,
             fs: self.fs.clone(),
+            limits: None,
         };
         // Each directory is pushed only once created, so that dropping `b`
         // on an error below removes exactly what this call made.
@@ -483,17 +494,9 @@ impl Cgroups {
             self.fs.mkdir(&path).map_err(|source| CgroupError::Create { path: path.clone(), source })?;
             b.dirs.push(BoxDir { version: h.version, path, removed: false });
         }
-        let memory = &b.dirs[self.roles.memory];
-        match memory.version {
-            CgroupVersion::V1 => v1::set_memory(&self.fs, &memory.path, limits.memory_bytes)?,
-            CgroupVersion::V2 => v2::set_memory(&self.fs, &memory.path, limits.memory_bytes)?,
-        }
-        let pids_max = b.dirs[self.roles.pids].path.join("pids.max");
-        self.fs.write(&pids_max, &limits.pids.to_string())?;
         if self.version == CgroupVersion::V2 {
             b.v2_fd = Some(open_path_fd(&b.dirs[self.roles.memory].path)?);
         }
-        debug!(name, ?limits, "box cgroup created");
         Ok(b)
     }
 
@@ -536,6 +539,8 @@ pub struct BoxCgroup {
     roles: Roles,
     v2_fd: Option<OwnedFd>,
     fs: Fs,
+    /// The limits written so far.
+    limits: Option<CgroupLimits>,
 }
 
 impl BoxCgroup {
@@ -546,6 +551,28 @@ impl BoxCgroup {
     /// The box's directories, one per hierarchy.
     pub fn paths(&self) -> Vec<&Path> {
         self.dirs.iter().map(|d| d.path.as_path()).collect()
+    }
+
+    /// Applies the memory and process limits; writes only what differs
+    /// from the limits applied before (a box prepared ahead of its run gets
+    /// the usual limits, and most runs keep them).
+    pub fn set_limits(&mut self, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        let before = self.limits;
+        if before.map(|b| b.memory_bytes) != Some(limits.memory_bytes) {
+            let memory = &self.dirs[self.roles.memory];
+            match memory.version {
+                CgroupVersion::V1 => {
+                    v1::set_memory(&self.fs, &memory.path, limits.memory_bytes, before.map(|b| b.memory_bytes))?
+                }
+                CgroupVersion::V2 => v2::set_memory(&self.fs, &memory.path, limits.memory_bytes)?,
+            }
+        }
+        if before.map(|b| b.pids) != Some(limits.pids) {
+            let pids_max = self.dirs[self.roles.pids].path.join("pids.max");
+            self.fs.write(&pids_max, &limits.pids.to_string())?;
+        }
+        self.limits = Some(*limits);
+        Ok(())
     }
 
     /// Moves `pid` into the box in every hierarchy. On v1 the new process
@@ -687,6 +714,12 @@ fn backoff(round: u32) -> Duration {
 
 /// Removes `dir` and any cgroups beneath it, deepest first.
 fn remove_tree(fs: &Fs, dir: &Path) -> Result<(), CgroupError> {
+    // A box's directory has no children: one rmdir usually does it.
+    match fs.rmdir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -385,6 +385,41 @@ fn hybrid_box_limits_accounting_kill_and_remove() {
 }
 
 #[test]
+fn v1_set_limits_writes_only_changes_in_a_safe_order() {
+    let host = machine_host();
+    let cg = host.detect("t").unwrap();
+    let mem = format!("{MEM_OWN}/evald-t/b1");
+    let pids = "sys/fs/cgroup/pids/evald-t/b1";
+    let mut bx = cg.create_box("b1", &LIMITS).unwrap();
+    host.ops();
+    bx.set_limits(&LIMITS).unwrap();
+    assert_eq!(host.ops(), vec![], "same limits: nothing written");
+    // Raising: memsw first, as it may never be below the memory limit.
+    bx.set_limits(&CgroupLimits { memory_bytes: 128 << 20, pids: 16 }).unwrap();
+    assert_eq!(
+        host.ops(),
+        vec![
+            write(&format!("{mem}/memory.memsw.limit_in_bytes"), "134217728"),
+            write(&format!("{mem}/memory.limit_in_bytes"), "134217728"),
+            write(&format!("{mem}/memory.swappiness"), "0"),
+        ]
+    );
+    // Lowering: the memory limit first.
+    bx.set_limits(&CgroupLimits { memory_bytes: 32 << 20, pids: 8 }).unwrap();
+    assert_eq!(
+        host.ops(),
+        vec![
+            write(&format!("{mem}/memory.limit_in_bytes"), "33554432"),
+            write(&format!("{mem}/memory.memsw.limit_in_bytes"), "33554432"),
+            write(&format!("{mem}/memory.swappiness"), "0"),
+            write(&format!("{pids}/pids.max"), "8"),
+        ]
+    );
+    bx.remove().unwrap();
+    cg.remove_parents().unwrap();
+}
+
+#[test]
 fn v1_without_memsw_or_cgroup_kill_kills_pid_by_pid() {
     // cpu and cpuacct co-mounted; the unified mount lacks cgroup.kill (kernel < 5.14).
     let mountinfo = "\

@@ -10,13 +10,25 @@ use super::{read_keyed, read_u64, CgroupError, Fs};
 
 /// Sets the memory limit and, where the kernel accounts swap
 /// (`memory.memsw.*` exists), the memory+swap limit to the same value, so the
-/// box cannot swap. The memory limit goes first: memsw may never be below it.
-pub(super) fn set_memory(fs: &Fs, dir: &Path, bytes: u64) -> Result<(), CgroupError> {
+/// box cannot swap. memsw may never be below the memory limit, so when
+/// raising an earlier limit (`before`) memsw goes first, else the memory
+/// limit does.
+pub(super) fn set_memory(fs: &Fs, dir: &Path, bytes: u64, before: Option<u64>) -> Result<(), CgroupError> {
     let value = bytes.to_string();
-    fs.write(&dir.join("memory.limit_in_bytes"), &value)?;
+    let limit = dir.join("memory.limit_in_bytes");
     let memsw = dir.join("memory.memsw.limit_in_bytes");
-    if memsw.exists() {
-        fs.write(&memsw, &value)?;
+    let memsw = memsw.exists().then_some(memsw);
+    let raising = before.is_some_and(|b| bytes > b);
+    if raising {
+        if let Some(memsw) = &memsw {
+            fs.write(memsw, &value)?;
+        }
+        fs.write(&limit, &value)?;
+    } else {
+        fs.write(&limit, &value)?;
+        if let Some(memsw) = &memsw {
+            fs.write(memsw, &value)?;
+        }
     }
     // Best effort: not writable on every kernel, and only a preference.
     let swappiness = dir.join("memory.swappiness");

@@ -236,10 +236,13 @@ pub fn attack() -> Attack {
         panic!("locking {LOCK_FILE}: {}", io::Error::last_os_error());
     }
     let flock = FileLock(fd);
+    // Earlier boxes finish their teardown (and the slots' next boxes their
+    // preparation) before the snapshot.
+    h.sandbox.settle();
     Attack {
         _lock: lock,
         _flock: flock,
-        fds_before: open_fds(),
+        fds_before: open_fds(&h.sandbox),
         listeners_before: listeners(),
         free_slots_before: h.sandbox.free_slots(),
     }
@@ -255,17 +258,31 @@ impl Attack {
 
     fn violations(&self) -> Vec<String> {
         let h = harness();
+        // Boxes are torn down in the background once their outcome is
+        // known; the invariants hold from when that is done.
+        h.sandbox.settle();
         let mut problems = Vec::new();
         for (pid, name, uids) in processes() {
             if uids.iter().any(|u| BOX_UIDS.contains(u)) {
                 problems.push(format!("process {pid} ({name}) of a box user {uids:?} is alive"));
             }
         }
+        // Besides the boxes prepared for the next runs (each holding just
+        // its launcher, one process that is not the box user's), nothing.
+        let prepared = h.sandbox.prepared_cgroups();
         for parent in &h.cgroup_parents {
             match fs::read_dir(parent) {
                 Ok(entries) => {
                     for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                        problems.push(format!("cgroup {} left behind", e.path().display()));
+                        let path = e.path();
+                        if !prepared.contains(&path) {
+                            problems.push(format!("cgroup {} left behind", path.display()));
+                            continue;
+                        }
+                        let procs = fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+                        if procs.lines().count() != 1 {
+                            problems.push(format!("prepared cgroup {} holds {procs:?}", path.display()));
+                        }
                     }
                 }
                 Err(e) => problems.push(format!("cgroup parent {}: {e}", parent.display())),
@@ -283,7 +300,7 @@ impl Attack {
         if canary_files != ["secret"] {
             problems.push(format!("canary directory holds {canary_files:?}"));
         }
-        let fds = open_fds();
+        let fds = open_fds(&h.sandbox);
         if fds != self.fds_before {
             let gone: Vec<_> = self.fds_before.difference(&fds).collect();
             let new: Vec<_> = fds.difference(&self.fds_before).collect();
@@ -485,13 +502,20 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// Descriptor numbers and targets of this process.
-fn open_fds() -> BTreeSet<String> {
+/// Open descriptors of this process, except those of the launchers of
+/// prepared boxes (replaced after every run of their slot).
+fn open_fds(sandbox: &Sandbox) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    let launchers: BTreeSet<String> = sandbox.prepared_fds().iter().map(|fd| fd.to_string()).collect();
     let Ok(entries) = fs::read_dir("/proc/self/fd") else { return out };
     for e in entries.flatten() {
+        if launchers.contains(&*e.file_name().to_string_lossy()) {
+            continue;
+        }
         let target = fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default();
-        // The listing's own descriptor is included; it is the same each time.
-        if !target.is_empty() {
+        // The listing's own descriptor (its number depends on which are free).
+        let listing = format!("/proc/{}/fd", std::process::id());
+        if !target.is_empty() && target != listing {
             out.insert(format!("{} -> {target}", e.file_name().to_string_lossy()));
         }
     }
