@@ -59,6 +59,10 @@ pub struct SandboxConfig {
     pub slots: u32,
     /// Host paths bound read-only into every box.
     pub read_only_binds: Vec<PathBuf>,
+    /// Prepare each idle slot's next box ahead of its run (cgroups, a
+    /// launcher in them, namespaces); without it every start creates its
+    /// cgroups and moves its init into them itself.
+    pub prepare_ahead: bool,
 }
 
 impl Default for SandboxConfig {
@@ -69,6 +73,7 @@ impl Default for SandboxConfig {
             uid_base: 61000,
             slots: 64,
             read_only_binds: DEFAULT_READ_ONLY_BINDS.iter().map(PathBuf::from).collect(),
+            prepare_ahead: true,
         }
     }
 }
@@ -168,7 +173,7 @@ impl Prepared {
 
 /// Prepares the next box of `slot` unless one is ready.
 fn prepare(inner: &Inner, slot: u32) {
-    if inner.closing.load(Ordering::Relaxed) {
+    if inner.closing.load(Ordering::Relaxed) || !inner.config.prepare_ahead {
         return;
     }
     let ready = inner.prepared.lock().map(|p| p.get(slot as usize).is_some_and(Option::is_some)).unwrap_or(true);
@@ -326,7 +331,7 @@ impl Sandbox {
                 teardowns,
             }),
         };
-        for slot in 0..slots {
+        for slot in (0..slots).filter(|_| sandbox.inner.config.prepare_ahead) {
             sandbox.inner.teardowns.add();
             if sandbox.inner.reaper.send(Job::Prepare(sandbox.inner.clone(), slot)).is_err() {
                 sandbox.inner.teardowns.finish_one();

@@ -11,6 +11,9 @@ use evald_sandbox::{Limits, RunSpec, Sandbox, SandboxConfig, Status};
 const UID_BASE: u32 = 64000;
 const SLOTS: u32 = 4;
 
+/// The tests of this file count the process's descriptors: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
@@ -73,6 +76,7 @@ fn spec(script: &str, wall_ms: u64) -> RunSpec {
 
 #[test]
 fn two_thousand_runs_leave_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let instance = format!("soak-{}", std::process::id());
     let state_dir = format!("/tmp/evald-soak-{}", std::process::id());
     let sandbox = Arc::new(
@@ -132,5 +136,42 @@ fn two_thousand_runs_leave_nothing_behind() {
     let sandbox = Arc::into_inner(sandbox).expect("the threads are done");
     drop(sandbox);
     assert_eq!(box_cgroups(&instance), Vec::<PathBuf>::new(), "cgroups left after the sandbox was dropped");
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+#[test]
+fn runs_without_prepared_boxes_leave_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let instance = format!("cold-{}", std::process::id());
+    let state_dir = format!("/tmp/evald-cold-{}", std::process::id());
+    let sandbox = Sandbox::new(SandboxConfig {
+        instance: instance.clone(),
+        state_dir: state_dir.clone().into(),
+        uid_base: UID_BASE + 100,
+        slots: 2,
+        prepare_ahead: false,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox starts");
+    let fds_before = fd_count();
+    for i in 0..40 {
+        let (spec, want) = match i % 4 {
+            0 => (spec("echo hi; sleep 5 & echo bye", 5000), Status::Ok),
+            1 => (spec("exit 3", 5000), Status::RuntimeError),
+            2 => (spec("while :; do :; done", 200), Status::TimeLimitWall),
+            _ => (RunSpec::new("/bin/true", vec![]), Status::Ok),
+        };
+        let outcome = sandbox.run(&spec).expect("run starts");
+        assert_eq!(outcome.status, want, "run {i}: {outcome:?}");
+        if i % 4 == 0 {
+            assert_eq!(outcome.stdout, b"hi\nbye\n");
+        }
+    }
+    sandbox.settle();
+    assert_eq!(sandbox.prepared_cgroups(), Vec::<PathBuf>::new(), "nothing prepared");
+    assert_eq!(box_cgroups(&instance), Vec::<PathBuf>::new(), "box cgroups left");
+    assert_eq!(mounts_under(&state_dir), Vec::<String>::new(), "mounts left");
+    assert_eq!(fd_count(), fds_before, "descriptors leaked");
+    drop(sandbox);
     let _ = std::fs::remove_dir_all(&state_dir);
 }
