@@ -86,6 +86,10 @@ async function openFile(path) {
     store.set({ message: `cannot open ${path}: ${e.message}` });
     return;
   }
+  // Typed into this same file while it loaded: keep the typing; typed into
+  // the file being left: save that first.
+  if (dirty && store.get().openPath === path) return;
+  if (dirty) await flushSave();
   openReadOnly = readOnly;
   dirty = false;
   editor.open(text, path, readOnly);
@@ -260,7 +264,8 @@ function renderLanguages() {
 }
 
 async function changeLanguage(id) {
-  const { sessionId } = store.get();
+  const { sessionId, language } = store.get();
+  if (id === language) return;
   try {
     const s = await api.patchSession(sessionId, id);
     store.set({ language: s.language || id });
@@ -277,7 +282,7 @@ async function changeLanguage(id) {
     await api.writeFile(sessionId, main, content);
     await refreshFiles();
   }
-  await openFile(main);
+  if (store.get().openPath !== main) await openFile(main);
 }
 
 // ---------- processes ----------
