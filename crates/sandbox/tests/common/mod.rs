@@ -117,6 +117,7 @@ impl Harness {
             uid_base: UID_BASE,
             slots: SLOTS,
             read_only_binds: DEFAULT_READ_ONLY_BINDS.iter().map(PathBuf::from).collect(),
+            prepare_ahead: true,
         })
         .unwrap_or_else(|e| panic!("creating the sandbox: {e}"));
         let cgroup_parents = Cgroups::detect(&instance)
