@@ -8,13 +8,20 @@
 //!
 //! Process tree of a box:
 //! ```text
-//! host (evald) --clone(NEWPID|NEWNS|NEWIPC|NEWUTS|NEWNET)--> box init (pid 1)
-//!     box init: waits until the host moved it into its cgroups, builds the
-//!               root (tmpfs + read-only binds), pivot_root, forks:
+//! host (evald) --clone(VM|FILES)--> launcher (ahead of the run, in the box's
+//!     cgroups: enters the slot's network namespace and a copy of the
+//!     template, unshares ipc, uts and pid namespaces, waits for a plan)
+//! launcher --clone(PARENT)--> box init (pid 1; the host's child), launcher exits
+//!     (without a launcher: host --clone(NEWPID|NEWIPC|NEWUTS[|NEWNET])-->
+//!      box init, which enters the namespaces and waits to be moved into its
+//!      cgroups)
+//!     box init: mounts /proc and the per-run tmpfs, waits until the host
+//!               reaped the launcher, starts vfork-style:
 //!         payload (pid 2): stdio, rlimits, drop privileges, seccomp, execve
 //!     box init reaps everything, writes the payload's wait status to the
-//!     status pipe and exits; the kernel then kills what is left in the pid
-//!     namespace, so daemonized survivors cannot outlive the run.
+//!     status pipe and exits (or is killed by the host's reaper); the kernel
+//!     then kills what is left in the pid namespace, so daemonized survivors
+//!     cannot outlive the run.
 //! ```
 
 use std::ffi::{c_char, c_int, c_ulong, CStr, CString};
