@@ -706,10 +706,11 @@ pub(crate) struct Launcher {
     /// Write end of the request pipe; closing it tells the launcher to exit.
     go: Option<std::os::fd::OwnedFd>,
     done: std::os::fd::OwnedFd,
-    /// The launcher's own ends and arguments, kept until it is reaped.
-    args: Box<LauncherArgs>,
+    /// The launcher's own pipe ends, its arguments and its stack: it uses
+    /// them until it is reaped (in `drop`, before the fields go).
     ends: [std::os::fd::OwnedFd; 2],
-    stack: Stack,
+    _args: Box<LauncherArgs>,
+    _stack: Stack,
 }
 
 struct LauncherArgs {
@@ -800,7 +801,7 @@ impl Launcher {
         }
         // SAFETY: CLONE_PIDFD stored a fresh descriptor that we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        Ok(Launcher { pid, pidfd, go: Some(go_w), done: done_r, args, ends: [go_r, done_w], stack })
+        Ok(Launcher { pid, pidfd, go: Some(go_w), done: done_r, ends: [go_r, done_w], _args: args, _stack: stack })
     }
 
     /// Every descriptor this launcher holds open.
@@ -883,29 +884,25 @@ impl Drop for Launcher {
         // Closing the request pipe ends a waiting launcher; then reap it
         // before its stack and arguments go away.
         self.go = None;
-        let _ = &self.args;
-        loop {
-            let mut info: libc::siginfo_t = unsafe_zeroed();
-            // SAFETY: waitid on our own child's pidfd with a valid buffer.
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    std::os::fd::AsRawFd::as_raw_fd(&self.pidfd) as libc::id_t,
-                    &mut info,
-                    libc::WEXITED,
-                )
-            };
-            if r == 0 || errno() != libc::EINTR {
-                break;
-            }
-        }
-        let _ = &self.stack;
+        reap(std::os::fd::AsFd::as_fd(&self.pidfd));
     }
 }
 
-fn unsafe_zeroed() -> libc::siginfo_t {
-    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
+/// Waits for the end of our child behind `pidfd` and reaps it; returns at
+/// once if it was reaped already.
+pub(crate) fn reap(pidfd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: siginfo_t is plain old data (all-zero is valid); waitid
+        // writes into it for our own child's pidfd.
+        let r = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED)
+        };
+        if r == 0 || errno() != libc::EINTR {
+            return;
+        }
+    }
 }
 
 /// The launcher process (see [`Launcher`]): waits for a plan's address,

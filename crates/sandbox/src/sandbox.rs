@@ -194,17 +194,13 @@ fn prepare(inner: &Inner, slot: u32) {
 
 impl Teardown {
     fn run(mut self) {
-        // SAFETY: signalling and reaping through our own pidfd. The init
-        // exits by itself after its report; the kill only hurries along
-        // whatever the payload left behind. ESRCH/ECHILD (already reaped)
-        // are fine.
+        // SAFETY: signalling through our own pidfd. The init exits by itself
+        // after its report; the kill only hurries along whatever the payload
+        // left behind. ESRCH (already reaped) is fine.
         unsafe {
             libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            while libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) != 0
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
         }
+        launch::reap(self.pidfd.as_fd());
         if let Err(e) = self.cgroup.remove() {
             tracing::warn!(error = %e, "removing box cgroup");
         }
@@ -1163,11 +1159,7 @@ impl Running {
             None => {
                 // Reap the init (the pidfd is readable, or the box was
                 // killed); its report, if any, is in the pipe.
-                let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
-                // SAFETY: waitid on our own pidfd with a valid siginfo buffer.
-                unsafe {
-                    libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
-                }
+                launch::reap(self.pidfd.as_fd());
                 let mut buf = [0u8; 12];
                 if read_some(self.status_read.as_fd(), &mut buf) != buf.len() {
                     buf = [0; 12];
@@ -1177,10 +1169,8 @@ impl Running {
         };
         let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
         let (kind, a, b) = (word(0), word(4), word(8));
-        let usage = match &self.cgroup {
-            Some(c) => c.usage(),
-            None => Err(crate::cgroup::CgroupError::InvalidPid(0)),
-        };
+        // `finish` runs once, before the cgroup moves to the reaper.
+        let usage = self.cgroup.as_ref().map(BoxCgroup::usage);
         let mut facts = self.killed;
         let mut error = None;
         let mut stderr = captured.stderr;
@@ -1216,13 +1206,18 @@ impl Running {
             }
         }
         let (cpu_time, memory_bytes, process_limit_hit) = match &usage {
-            Ok(u) => {
+            Some(Ok(u)) => {
                 facts.oom_killed = u.oom_killed;
                 (Duration::from_nanos(u.cpu_ns), u.memory_peak_bytes, u.pids_max_hit)
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 facts.internal_error = true;
                 error = Some(format!("reading the box's usage: {e}"));
+                (Duration::ZERO, 0, false)
+            }
+            None => {
+                facts.internal_error = true;
+                error = Some("reading the box's usage: the box was already finished".into());
                 (Duration::ZERO, 0, false)
             }
         };
@@ -1258,11 +1253,7 @@ impl Running {
                 // Without a second descriptor, finish here.
                 tracing::warn!(error = %e, "duplicating a pidfd");
                 self.kill();
-                let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
-                // SAFETY: waitid on our own pidfd with a valid siginfo buffer.
-                unsafe {
-                    libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
-                }
+                launch::reap(self.pidfd.as_fd());
                 drop(cgroup);
                 drop(slot);
                 return;
@@ -1295,11 +1286,6 @@ struct Captured {
     stderr: Vec<u8>,
     stdout_truncated: bool,
     stderr_truncated: bool,
-}
-
-fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
-    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// Reads what is available into `buf` up to `cap` bytes. Returns
