@@ -1,40 +1,50 @@
-//! The child side of a run: everything between `clone` and `execve`.
+//! The box side of a run: the zygote, the box init and the payload.
 //!
-//! The launching process may be multi-threaded (the tokio server), so after
-//! `clone` the child must only call async-signal-safe functions: no
-//! allocation, no locks, no panics. [`Plan`] is therefore built completely on
-//! the host side first (every path a `CString`, every argv/envp pointer
-//! array ready), and the child only walks it making raw system calls.
+//! A box's processes never share or copy the service's memory. At start-up
+//! the sandbox forks one small **zygote** process (single-threaded, in the
+//! template mount namespace); every box init is a fork of it, so creating
+//! one copies a few page tables instead of the (large, busy,
+//! multi-threaded) service's, and the service takes no copy-on-write faults
+//! and no TLB shootdowns for it. The zygote and the inits only run code of
+//! this module; they may allocate (the zygote was forked by glibc's
+//! `fork`, which leaves the allocator usable, and is single-threaded).
+//!
+//! A run's [`Plan`] travels to its init over a socket, serialized, with the
+//! descriptors it needs (`SCM_RIGHTS`).
 //!
 //! Process tree of a box:
 //! ```text
-//! host (evald) --clone(VM|FILES)--> launcher (ahead of the run, in the box's
-//!     cgroups: enters the slot's network namespace and a copy of the
-//!     template, unshares ipc, uts and pid namespaces, waits for a plan)
-//! launcher --clone(PARENT)--> box init (pid 1; the host's child), launcher exits
-//!     (without a launcher: host --clone(NEWPID|NEWIPC|NEWUTS[|NEWNET])-->
-//!      box init, which enters the namespaces and waits to be moved into its
-//!      cgroups)
-//!     box init: mounts /proc and the per-run tmpfs, waits until the host
-//!               reaped the launcher, starts vfork-style:
+//! host (evald) --fork--> zygote (once; template mount namespace)
+//! zygote --clone(NEWNS|NEWPID|NEWIPC|NEWUTS)--> box init (pid 1), ahead of
+//!     the run, in the slot's network namespace; the zygote's child, reaped
+//!     by the kernel (SIGCHLD ignored there)
+//!     box init: moves itself into the box's cgroups (host sends their
+//!               files), waits for the plan; then mounts /proc and the
+//!               per-run tmpfs, starts vfork-style:
 //!         payload (pid 2): stdio, rlimits, drop privileges, seccomp, execve
-//!     box init reaps everything, writes the payload's wait status to the
-//!     status pipe and exits (or is killed by the host's reaper); the kernel
-//!     then kills what is left in the pid namespace, so daemonized survivors
-//!     cannot outlive the run.
+//!     box init reaps everything, reports the payload's wait status on its
+//!     socket and exits (or is killed by the host); the kernel then kills
+//!     what is left in the pid namespace, so daemonized survivors cannot
+//!     outlive the run.
 //! ```
 
 use std::ffi::{c_char, c_int, c_ulong, CStr, CString};
-use std::os::fd::RawFd;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use crate::seccomp::SeccompPolicy;
 
 /// One step of building a box's file system: the template's (paths under
 /// the new root, before `pivot_root`) or a run's (paths inside the box).
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) enum Op {
     /// Attach a detached mount (from `open_tree(OPEN_TREE_CLONE)`) at `dst`.
+    /// In a plan `fd` is a placeholder: the init uses the workspace
+    /// descriptor that came with the plan.
     MoveMount {
         fd: RawFd,
         dst: CString,
@@ -104,54 +114,35 @@ impl Op {
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// A resource limit applied to the payload.
+#[derive(Serialize, Deserialize)]
 pub(crate) struct Rlimit {
     pub resource: libc::__rlimit_resource_t,
     pub value: u64,
 }
 
-/// Everything the child needs, prepared by the host.
-pub(crate) struct Plan<'a> {
-    /// Read end of the pipe the init waits on until the host has moved it
-    /// into the box's cgroups (at its start), or, for a box from a launcher
-    /// (born in its cgroups), until the host has reaped the launcher (before
-    /// the payload starts: nothing that shares the host's memory may sit in
-    /// the box's cgroups while untrusted code runs, and the launcher must
-    /// not count against the box's process limit).
-    pub sync_read: RawFd,
-    /// The launcher already made the namespaces (see [`Launcher`]).
-    pub prepared_ns: bool,
-    /// The highest capability number of this kernel (`cap_last_cap`).
-    pub last_cap: c_ulong,
-    pub status_write: RawFd,
-    pub stdin: RawFd,
-    pub stdout: RawFd,
-    pub stderr: RawFd,
+/// What a box init needs for one run, built by the host and sent over the
+/// init's socket (serialized) with the descriptors: stdin, stdout, stderr,
+/// then the persistent workspace's detached mount when `workspace` is set.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Plan {
     pub pty: bool,
-    /// The template mount namespace (see [`build_template`]).
-    pub mnt_ns: RawFd,
-    /// A network namespace to enter, or -1 when the clone made a new one.
-    pub net_ns: RawFd,
-    /// The persistent workspace directory to bind on `/box`, or -1.
-    pub workspace: RawFd,
-    /// Per-run steps, run inside the private copy of the template.
+    /// Per-run steps, run inside the init's private copy of the template.
     pub ops: Vec<Op>,
     pub loopback: bool,
+    pub workspace: bool,
     pub uid: u32,
     pub gid: u32,
     pub rlimits: Vec<Rlimit>,
     pub cwd: CString,
     pub program: CString,
-    /// Keeps the strings that `argv` and `envp` point into alive.
-    pub _strings: Vec<CString>,
-    pub argv: Vec<*const c_char>,
-    pub envp: Vec<*const c_char>,
-    pub seccomp: &'a SeccompPolicy,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
 }
 
-/// Steps reported through the status pipe when they fail. The number of a
+/// Steps reported through the init's socket when they fail. The number of a
 /// root-building step is `STEP_OPS + index into Plan::ops`.
 pub(crate) mod step {
-    pub const SYNC: u32 = 1;
+    pub const PLAN: u32 = 1;
     pub const CLOSE_FDS: u32 = 2;
     pub const PROPAGATION: u32 = 3;
     pub const HOSTNAME: u32 = 4;
@@ -161,6 +152,7 @@ pub(crate) mod step {
     pub const FORK: u32 = 7;
     pub const OOM_ADJ: u32 = 8;
     pub const UNSHARE_CGROUP: u32 = 9;
+    pub const CGROUPS: u32 = 11;
     pub const PAYLOAD_STDIO: u32 = 20;
     pub const PAYLOAD_SESSION: u32 = 21;
     pub const PAYLOAD_RLIMIT: u32 = 22;
@@ -173,7 +165,7 @@ pub(crate) mod step {
 
     pub fn name(step: u32) -> &'static str {
         match step {
-            SYNC => "waiting for the host",
+            PLAN => "receiving the plan",
             CLOSE_FDS => "closing inherited descriptors",
             PROPAGATION => "making mounts private",
             HOSTNAME => "setting the host name",
@@ -183,6 +175,7 @@ pub(crate) mod step {
             FORK => "forking the payload",
             OOM_ADJ => "setting oom_score_adj",
             UNSHARE_CGROUP => "unsharing the cgroup namespace",
+            CGROUPS => "entering the box cgroups",
             PAYLOAD_STDIO => "setting up standard streams",
             PAYLOAD_SESSION => "creating a session",
             PAYLOAD_RLIMIT => "setting resource limits",
@@ -196,12 +189,15 @@ pub(crate) mod step {
     }
 }
 
-/// Message kinds on the status pipe: `[kind, a, b]` as three native u32.
+/// Messages from a box init on its socket: `[kind, a, b]` as three native
+/// u32.
 pub(crate) mod report {
     /// `a` = the payload's raw wait status.
     pub const EXITED: u32 = 1;
     /// `a` = step, `b` = errno.
     pub const SETUP_FAILED: u32 = 2;
+    /// The init is in the box's cgroups.
+    pub const MOVED: u32 = 3;
 }
 
 fn errno() -> i32 {
@@ -226,14 +222,11 @@ fn fail(fd: RawFd, step: u32) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-/// Closes every descriptor except those in `keep` (any order, at most 8).
-fn close_all_except(keep: &[RawFd]) -> Result<(), ()> {
-    let mut sorted = [-1; 12];
-    let n = keep.len().min(sorted.len());
-    sorted[..n].copy_from_slice(&keep[..n]);
-    sorted[..n].sort_unstable();
+/// Closes every descriptor except those in `keep` (sorted in place).
+fn close_all_except(keep: &mut [RawFd]) -> Result<(), ()> {
+    keep.sort_unstable();
     let mut next: c_int = 0;
-    for &fd in &sorted[..n] {
+    for &fd in keep.iter() {
         if fd < next {
             continue;
         }
@@ -252,65 +245,531 @@ fn close_all_except(keep: &[RawFd]) -> Result<(), ()> {
     Ok(())
 }
 
-/// Runs in the child right after `clone`: becomes the box's init. Never
-/// returns.
+/// Sends `data` with `fds` attached (`SCM_RIGHTS`) in one message.
+fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() };
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8).max(1)];
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer holds one header with room for `fds`
+        // (CMSG_SPACE above); CMSG_FIRSTHDR and CMSG_DATA point into it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
+            ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), fd_bytes);
+        }
+    }
+    loop {
+        // SAFETY: msg points to live buffers described above.
+        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if n == data.len() as isize {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(if n < 0 { e } else { io::Error::other("short message") });
+    }
+}
+
+/// Receives one message of exactly `buf.len()` bytes and up to `max_fds`
+/// descriptors (close-on-exec). `Ok(None)` at end of file.
+fn recv_with_fds(sock: RawFd, buf: &mut [u8], max_fds: usize) -> io::Result<Option<Vec<OwnedFd>>> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((max_fds * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8).max(1)];
+    // SAFETY: msghdr is plain old data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let n = loop {
+        // SAFETY: msg points to live buffers described above.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_WAITALL) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled the control buffer; the CMSG_* helpers walk
+    // the headers it wrote, and every descriptor in them is new and ours.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let fd = ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if n as usize != buf.len() || msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("truncated message"));
+    }
+    Ok(Some(fds))
+}
+
+/// Reads exactly `buf.len()` bytes; false at an early end of file or error.
+fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled part of a valid buffer.
+        let n = unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n <= 0 {
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        got += n as usize;
+    }
+    true
+}
+
+/// Writes all of `data`.
+fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: writing from a valid buffer.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Messages from the host to a box init: a 16-byte header `[kind: u32,
+/// descriptors: u32, body length: u64]` carrying the descriptors, then the
+/// body.
+mod request {
+    /// Descriptors: the box's `cgroup.procs` files, open for writing. The
+    /// init writes `0` (itself) to each and answers `report::MOVED`.
+    pub const ENTER_CGROUPS: u32 = 1;
+    /// Descriptors: stdin, stdout, stderr[, workspace]; body: the plan.
+    pub const RUN: u32 = 2;
+}
+
+/// Most descriptors one request carries.
+const MAX_FDS: usize = 8;
+
+/// Largest plan body accepted (file contents travel in it).
+const MAX_PLAN: u64 = 1 << 30;
+
+fn header(kind: u32, fds: usize, len: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[0..4].copy_from_slice(&kind.to_ne_bytes());
+    h[4..8].copy_from_slice(&(fds as u32).to_ne_bytes());
+    h[8..16].copy_from_slice(&len.to_ne_bytes());
+    h
+}
+
+/// What the zygote and every init inherit from the host at the fork.
+pub(crate) struct BoxContext {
+    /// The template mount namespace (see [`build_template`]).
+    pub template: OwnedFd,
+    /// Per slot, its network namespace.
+    pub net_ns: Vec<OwnedFd>,
+    pub seccomp: SeccompPolicy,
+    /// The highest capability number of this kernel (`cap_last_cap`).
+    pub last_cap: c_ulong,
+}
+
+/// The host's handle on the zygote process (see the module docs). Requests
+/// are served one at a time.
+pub(crate) struct Zygote {
+    ctl: Mutex<Option<OwnedFd>>,
+    pidfd: OwnedFd,
+}
+
+impl Zygote {
+    /// Forks the zygote. Its parent is the calling thread: when that thread
+    /// ends, the kernel kills the zygote (`PR_SET_PDEATHSIG`), so call it
+    /// from a thread that lives as long as the sandbox.
+    pub(crate) fn start(ctx: &BoxContext) -> io::Result<Zygote> {
+        let (host_end, zygote_end) = socket_pair(libc::SOCK_SEQPACKET)?;
+        // SAFETY: glibc's fork leaves the allocator usable in the child,
+        // which is single-threaded and runs only `zygote_main`.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: in the fresh child.
+            unsafe { zygote_main(zygote_end.as_raw_fd(), ctx) }
+        }
+        drop(zygote_end);
+        // SAFETY: pidfd_open of our own, unreaped child: the pid cannot be
+        // reused before we wait for it.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+        if pidfd < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: ending and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, ptr::null_mut(), 0);
+            }
+            return Err(e);
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+        Ok(Zygote { ctl: Mutex::new(Some(host_end)), pidfd })
+    }
+
+    /// Descriptors held for the zygote.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.pidfd.as_raw_fd()];
+        if let Ok(ctl) = self.ctl.lock() {
+            fds.extend(ctl.as_ref().map(AsRawFd::as_raw_fd));
+        }
+        fds
+    }
+
+    /// Has the zygote fork a box init for `slot`: pid 1 of new pid, mount
+    /// (a copy of the template), ipc and uts namespaces, in the slot's
+    /// network namespace, waiting for requests.
+    pub(crate) fn new_box(&self, slot: u32) -> io::Result<BoxInit> {
+        let ctl = self.ctl.lock().map_err(|_| io::Error::other("the zygote lock is poisoned"))?;
+        let sock = ctl.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        send_with_fds(sock, &slot.to_ne_bytes(), &[])?;
+        let mut reply = [0u8; 8];
+        let fds = recv_with_fds(sock, &mut reply, 2)?.ok_or_else(|| io::Error::other("the zygote is gone"))?;
+        let pid = i32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]);
+        let err = i32::from_ne_bytes([reply[4], reply[5], reply[6], reply[7]]);
+        let mut fds = fds.into_iter();
+        match (pid, fds.next(), fds.next()) {
+            (pid, Some(pidfd), Some(chan)) if pid > 0 => Ok(BoxInit { pid, pidfd, chan: Some(chan) }),
+            _ => Err(io::Error::from_raw_os_error(if err == 0 { libc::EPROTO } else { err })),
+        }
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // End of file on its socket ends the zygote; then reap it.
+        if let Ok(mut ctl) = self.ctl.lock() {
+            ctl.take();
+        }
+        loop {
+            // SAFETY: siginfo_t is plain old data; waitid on our child's pidfd.
+            let r = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED)
+            };
+            if r == 0 || errno() != libc::EINTR {
+                return;
+            }
+        }
+    }
+}
+
+fn socket_pair(kind: c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two fresh descriptors on success.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The zygote: forks box inits on request. Never returns.
 ///
 /// # Safety
-/// Must only be called in a freshly cloned child process (pid 1 of a new pid
-/// namespace, in new mount/ipc/uts/net namespaces) with a `plan` whose
-/// descriptors are open in this process.
-pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
-    let st = plan.status_write;
-    let keep = [plan.sync_read, st, plan.stdin, plan.stdout, plan.stderr, plan.mnt_ns, plan.net_ns, plan.workspace];
-    if close_all_except(&keep).is_err() {
-        fail(st, step::CLOSE_FDS);
-    }
-    // The cloning thread's signal mask is inherited (a launcher blocks
-    // everything); the program starts with none blocked.
-    // SAFETY: sigemptyset fills a local set; sigprocmask only changes this
-    // process's mask.
+/// Only in the child of [`Zygote::start`].
+unsafe fn zygote_main(ctl: RawFd, ctx: &BoxContext) -> ! {
+    // SAFETY: plain system calls on our own descriptors; the child branch of
+    // the clone below runs only `init_main`.
     unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0usize, 0usize, 0usize);
+        let mut keep: Vec<RawFd> = ctx.net_ns.iter().map(AsRawFd::as_raw_fd).collect();
+        keep.push(ctl);
+        keep.push(ctx.template.as_raw_fd());
+        if close_all_except(&mut keep).is_err() {
+            libc::_exit(1);
+        }
+        // Inits are reaped by the kernel; the host watches them through
+        // their pidfds.
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        if libc::setns(ctx.template.as_raw_fd(), libc::CLONE_NEWNS) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+            libc::_exit(1);
+        }
+        libc::close(ctx.template.as_raw_fd());
+        let mut current_net = usize::MAX;
+        loop {
+            let mut word = [0u8; 4];
+            match recv_with_fds(ctl, &mut word, 0) {
+                Ok(Some(_)) => {}
+                _ => libc::_exit(0),
+            }
+            let slot = u32::from_ne_bytes(word) as usize;
+            let (pid, pidfd, chan, err) = match fork_init(ctx, slot, &mut current_net) {
+                Ok((pid, pidfd, chan)) => (pid, pidfd, chan, 0),
+                Err(e) => (-1, -1, -1, e),
+            };
+            let mut reply = [0u8; 8];
+            reply[0..4].copy_from_slice(&pid.to_ne_bytes());
+            reply[4..8].copy_from_slice(&err.to_ne_bytes());
+            let fds: &[RawFd] = if pid > 0 { &[pidfd, chan] } else { &[] };
+            if send_with_fds(ctl, &reply, fds).is_err() {
+                libc::_exit(0);
+            }
+            if pid > 0 {
+                libc::close(pidfd);
+                libc::close(chan);
+            }
+        }
+    }
+}
+
+/// In the zygote: forks one box init. Returns (pid, pidfd, host end of the
+/// init's socket) or an errno.
+///
+/// # Safety
+/// Only in the zygote.
+unsafe fn fork_init(ctx: &BoxContext, slot: usize, current_net: &mut usize) -> Result<(i32, RawFd, RawFd), i32> {
+    let net = ctx.net_ns.get(slot).ok_or(libc::EINVAL)?;
+    // SAFETY: plain system calls; the child runs only `init_main`.
+    unsafe {
+        if *current_net != slot {
+            if libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(errno());
+            }
+            *current_net = slot;
+        }
+        let (host_end, box_end) = socket_pair(libc::SOCK_STREAM).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let flags =
+            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD)
+                as c_ulong
+                | libc::SIGCHLD as c_ulong;
+        let mut pidfd: c_int = -1;
+        // A fork-like clone of this small, single-threaded process.
+        let pid = libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize);
+        if pid < 0 {
+            return Err(errno());
+        }
+        if pid == 0 {
+            init_main(box_end.as_raw_fd(), ctx)
+        }
+        Ok((pid as i32, pidfd, std::os::fd::IntoRawFd::into_raw_fd(host_end)))
+    }
+}
+
+/// The host's handle on a box init forked by the zygote. Dropping it kills
+/// the init and waits until it has exited.
+pub(crate) struct BoxInit {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    /// The init's socket; `None` once handed over.
+    chan: Option<OwnedFd>,
+}
+
+impl BoxInit {
+    /// Descriptors held for this init.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.pidfd.as_raw_fd()];
+        fds.extend(self.chan.as_ref().map(AsRawFd::as_raw_fd));
+        fds
+    }
+
+    fn chan(&self) -> RawFd {
+        self.chan.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// Has the init move itself into the cgroups whose `cgroup.procs` files
+    /// are `procs` (opened for writing), and waits until it has.
+    pub(crate) fn enter_cgroups(&self, procs: &[OwnedFd]) -> io::Result<()> {
+        let fds: Vec<RawFd> = procs.iter().map(AsRawFd::as_raw_fd).collect();
+        send_with_fds(self.chan(), &header(request::ENTER_CGROUPS, fds.len(), 0), &fds)?;
+        let mut reply = [0u8; 12];
+        if !read_exact(self.chan(), &mut reply) {
+            return Err(io::Error::other("the box init ended"));
+        }
+        let word = |i: usize| u32::from_ne_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
+        match (word(0), word(4)) {
+            (report::MOVED, 0) => Ok(()),
+            (report::MOVED, e) | (report::SETUP_FAILED, e) => Err(io::Error::from_raw_os_error(e as i32)),
+            _ => Err(io::Error::other("unexpected answer from the box init")),
+        }
+    }
+
+    /// Sends the plan with its descriptors (stdin, stdout, stderr[,
+    /// workspace]); the init starts the run. Returns the init's pid, pidfd
+    /// and socket (on which its report comes).
+    pub(crate) fn run(mut self, plan: &Plan, fds: &[RawFd]) -> io::Result<(libc::pid_t, OwnedFd, OwnedFd)> {
+        let body = postcard::to_stdvec(plan).map_err(io::Error::other)?;
+        send_with_fds(self.chan(), &header(request::RUN, fds.len(), body.len() as u64), fds)?;
+        write_all(self.chan(), &body)?;
+        let chan = self.chan.take().ok_or_else(|| io::Error::other("no socket"))?;
+        let pidfd = self.pidfd.try_clone()?;
+        Ok((self.pid, pidfd, chan))
+    }
+}
+
+impl Drop for BoxInit {
+    fn drop(&mut self) {
+        // An init given its run lives on under the caller's pidfd.
+        if self.chan.is_none() {
+            return;
+        }
+        self.chan = None;
+        // SAFETY: signalling through our own pidfd.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
+        }
+        wait_exited(std::os::fd::AsFd::as_fd(&self.pidfd));
+    }
+}
+
+/// Waits until the process behind `pidfd` has exited (the box inits are
+/// not our children: the zygote's, reaped by the kernel). A box init exits
+/// only after every process of its pid namespace is gone.
+pub(crate) fn wait_exited(pidfd: std::os::fd::BorrowedFd<'_>) {
+    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: polling one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 || (r < 0 && errno() != libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// A box init (see the module docs): serves the host's requests, then runs
+/// the plan. Never returns.
+///
+/// # Safety
+/// Only in the child of [`fork_init`].
+unsafe fn init_main(chan: RawFd, ctx: &BoxContext) -> ! {
+    // SAFETY: plain system calls on our own descriptors and buffers.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0usize, 0usize, 0usize);
+        if close_all_except(&mut [chan]).is_err() {
+            fail(chan, step::CLOSE_FDS);
+        }
+        // The zygote's signal mask (all blocked) and ignored SIGCHLD are
+        // inherited; the init waits for its children, and the program
+        // starts with none blocked and none ignored.
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, ptr::null_mut());
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        let host = b"evald";
+        if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
+            fail(chan, step::HOSTNAME);
+        }
+        loop {
+            let mut head = [0u8; 16];
+            let fds = match recv_with_fds(chan, &mut head, MAX_FDS) {
+                Ok(Some(fds)) => fds,
+                _ => libc::_exit(0),
+            };
+            let kind = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]);
+            let len =
+                u64::from_ne_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
+            match kind {
+                request::ENTER_CGROUPS => {
+                    let mut err = 0;
+                    for fd in &fds {
+                        if libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 && err == 0 {
+                            err = errno();
+                        }
+                    }
+                    drop(fds);
+                    send(chan, report::MOVED, err as u32, 0);
+                    if err != 0 {
+                        libc::_exit(1);
+                    }
+                }
+                request::RUN if len <= MAX_PLAN => {
+                    let mut body = vec![0u8; len as usize];
+                    if !read_exact(chan, &mut body) {
+                        libc::_exit(1);
+                    }
+                    let Ok(plan) = postcard::from_bytes::<Plan>(&body) else {
+                        *libc::__errno_location() = libc::EINVAL;
+                        fail(chan, step::PLAN)
+                    };
+                    drop(body);
+                    run_plan(chan, ctx, plan, fds)
+                }
+                _ => {
+                    *libc::__errno_location() = libc::EPROTO;
+                    fail(chan, step::PLAN)
+                }
+            }
+        }
     }
-    if !plan.prepared_ns {
-        // Wait until the host has moved us into the box cgroups.
-        wait_for_host(plan.sync_read);
+}
+
+/// A plan with its descriptors, as the payload reads it.
+struct Launch<'a> {
+    plan: &'a Plan,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    seccomp: &'a SeccompPolicy,
+    last_cap: c_ulong,
+}
+
+/// In the box init, in its cgroups: builds the box's file system, starts
+/// the payload, reaps everything and reports. Never returns.
+///
+/// # Safety
+/// Only in a box init.
+unsafe fn run_plan(st: RawFd, ctx: &BoxContext, mut plan: Plan, fds: Vec<OwnedFd>) -> ! {
+    let fd = |i: usize| fds.get(i).map_or(-1, AsRawFd::as_raw_fd);
+    let (stdin, stdout, stderr) = (fd(0), fd(1), fd(2));
+    let workspace = if plan.workspace { fd(3) } else { -1 };
+    if stdin < 0 || stdout < 0 || stderr < 0 || (plan.workspace && workspace < 0) {
+        // SAFETY: setting our errno.
+        unsafe { *libc::__errno_location() = libc::EBADF };
+        fail(st, step::PLAN);
+    }
+    for op in &mut plan.ops {
+        if let Op::MoveMount { fd, .. } = op {
+            *fd = workspace;
+        }
     }
     // SAFETY: plain system calls on valid, NUL-terminated arguments and
-    // descriptors of the plan; each failure is reported and ends the child.
+    // descriptors of the plan; each failure is reported and ends the init.
     unsafe {
-        if plan.prepared_ns {
-            // The launcher entered the network namespace, copied the
-            // template and made the ipc, uts and pid namespaces.
-            if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
-                fail(st, step::NAMESPACES);
-            }
-        } else {
-            if plan.net_ns >= 0 && libc::setns(plan.net_ns, libc::CLONE_NEWNET) != 0 {
-                fail(st, step::NAMESPACES);
-            }
-            // Enter the template root, then take a private copy of it: the
-            // template's few mounts are cheap to copy, unlike the host's.
-            if libc::setns(plan.mnt_ns, libc::CLONE_NEWNS) != 0
-                || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) != 0
-            {
-                fail(st, step::NAMESPACES);
-            }
-            if libc::chdir(c"/".as_ptr()) != 0 {
-                fail(st, step::NAMESPACES);
-            }
-            let host = b"evald";
-            if libc::sethostname(host.as_ptr().cast(), host.len()) != 0 {
-                fail(st, step::HOSTNAME);
-            }
+        // The cgroup namespace is rooted where the init now is.
+        if libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+            fail(st, step::UNSHARE_CGROUP);
         }
-        libc::close(plan.mnt_ns);
-        if plan.net_ns >= 0 {
-            libc::close(plan.net_ns);
-        }
-        if plan.loopback && loopback_up().is_err() {
+        if plan.loopback && (libc::unshare(libc::CLONE_NEWNET) != 0 || loopback_up().is_err()) {
             fail(st, step::LOOPBACK);
         }
         libc::umask(0);
@@ -319,14 +778,15 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
                 fail(st, step::OPS + i as u32);
             }
         }
-        if plan.workspace >= 0 {
-            libc::close(plan.workspace);
+        if workspace >= 0 {
+            libc::close(workspace);
         }
-
-        if plan.prepared_ns {
-            // Wait until the host has reaped the launcher.
-            wait_for_host(plan.sync_read);
-        }
+        let mut argv: Vec<*const c_char> = plan.argv.iter().map(|s| s.as_ptr()).collect();
+        argv.push(ptr::null());
+        let mut envp: Vec<*const c_char> = plan.env.iter().map(|s| s.as_ptr()).collect();
+        envp.push(ptr::null());
+        let launch =
+            Launch { plan: &plan, stdin, stdout, stderr, argv, envp, seccomp: &ctx.seccomp, last_cap: ctx.last_cap };
         let mut err_pipe = [0; 2];
         if libc::pipe2(err_pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             fail(st, step::FORK);
@@ -346,7 +806,7 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
         if stack == libc::MAP_FAILED {
             fail(st, step::FORK);
         }
-        let args = PayloadArgs { plan, err: err_pipe[1] };
+        let args = PayloadArgs { launch: &launch, err: err_pipe[1] };
         let pid = libc::clone(
             payload_entry,
             stack.cast::<u8>().add(PAYLOAD_STACK).cast(),
@@ -358,9 +818,7 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
         }
         libc::munmap(stack, PAYLOAD_STACK);
         libc::close(err_pipe[1]);
-        libc::close(plan.stdin);
-        libc::close(plan.stdout);
-        libc::close(plan.stderr);
+        drop(fds);
         // Wait for the payload's exec (the pipe closes) or its setup failure.
         let mut buf = [0u8; 8];
         let n = libc::read(err_pipe[0], buf.as_mut_ptr().cast(), buf.len());
@@ -386,45 +844,31 @@ pub(crate) unsafe fn box_init(plan: &Plan) -> ! {
     }
 }
 
-/// Reads the host's go-ahead byte from `sync_read` and closes it; exits
-/// quietly if the host is gone.
-fn wait_for_host(sync_read: RawFd) {
-    let mut byte = 0u8;
-    // SAFETY: reading one byte into a valid buffer, closing our descriptor.
-    unsafe {
-        while libc::read(sync_read, (&mut byte as *mut u8).cast(), 1) != 1 {
-            if errno() != libc::EINTR {
-                libc::_exit(1);
-            }
-        }
-        libc::close(sync_read);
-    }
-}
-
 /// Stack of the payload until its `execve`.
 const PAYLOAD_STACK: usize = 64 << 10;
 
 /// What the payload reads from its parent's memory.
 struct PayloadArgs<'a, 'p> {
-    plan: &'a Plan<'p>,
+    launch: &'a Launch<'p>,
     err: RawFd,
 }
 
-/// Entry of the payload on its own stack (see [`box_init`]).
+/// Entry of the payload on its own stack (see [`run_plan`]).
 extern "C" fn payload_entry(arg: *mut libc::c_void) -> c_int {
     // SAFETY: `arg` is the PayloadArgs on the stack of the box init, which
     // is suspended (CLONE_VFORK) until this process execs or exits.
     unsafe {
         let args = &*(arg as *const PayloadArgs);
-        payload(args.plan, args.err)
+        payload(args.launch, args.err)
     }
 }
 
 /// The payload: pid 2 of the box. Never returns.
 ///
 /// # Safety
-/// Only in the child forked by [`box_init`], after `pivot_root`.
-unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
+/// Only in the child started by [`run_plan`].
+unsafe fn payload(l: &Launch, err: RawFd) -> ! {
+    let plan = l.plan;
     let mut err = err;
     // SAFETY: plain system calls on valid arguments prepared by the host.
     unsafe {
@@ -443,7 +887,7 @@ unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
         if err < 0 {
             payload_fail(err, step::PAYLOAD_STDIO);
         }
-        let fds = [plan.stdin, plan.stdout, plan.stderr];
+        let fds = [l.stdin, l.stdout, l.stderr];
         let mut high = [0; 3];
         for (i, fd) in fds.iter().enumerate() {
             high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
@@ -459,7 +903,7 @@ unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
         if plan.pty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
             payload_fail(err, step::PAYLOAD_SESSION);
         }
-        if close_all_except(&[0, 1, 2, err]).is_err() {
+        if close_all_except(&mut [0, 1, 2, err]).is_err() {
             payload_fail(err, step::PAYLOAD_STDIO);
         }
         for rl in &plan.rlimits {
@@ -472,7 +916,7 @@ unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
             payload_fail(err, step::PAYLOAD_CWD);
         }
         // Empty the bounding set while we still have CAP_SETPCAP.
-        for cap in 0..=plan.last_cap {
+        for cap in 0..=l.last_cap {
             if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
                 payload_fail(err, step::PAYLOAD_CAPS);
             }
@@ -496,11 +940,11 @@ unsafe fn payload(plan: &Plan, err: RawFd) -> ! {
         if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
             payload_fail(err, step::PAYLOAD_CAPS);
         }
-        if let Err(e) = plan.seccomp.install() {
+        if let Err(e) = l.seccomp.install() {
             *libc::__errno_location() = e;
             payload_fail(err, step::PAYLOAD_SECCOMP);
         }
-        libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        libc::execve(plan.program.as_ptr(), l.argv.as_ptr(), l.envp.as_ptr());
         payload_fail(err, step::PAYLOAD_EXEC)
     }
 }
@@ -643,340 +1087,6 @@ fn loopback_up() -> Result<(), ()> {
     }
 }
 
-/// Clone flags of a box's init. The mount namespace comes from the
-/// template, the network namespace from the slot (or `CLONE_NEWNET`).
-const CLONE_FLAGS: c_ulong = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_PIDFD)
-    as c_ulong
-    | libc::SIGCHLD as c_ulong;
-
-/// Clones the box init. Returns (pid, pidfd) in the parent.
-///
-/// # Safety
-/// `plan`'s descriptors must be open; the caller must not rely on anything
-/// in the child (it never returns there).
-pub(crate) unsafe fn spawn(plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)> {
-    let flags = CLONE_FLAGS | if plan.net_ns < 0 { libc::CLONE_NEWNET as c_ulong } else { 0 };
-    // SAFETY: the caller's contract.
-    unsafe { clone_init(plan, flags) }.map_err(std::io::Error::from_raw_os_error)
-}
-
-/// [`spawn`] with the given clone flags (which must include
-/// `CLONE_PIDFD`); the error is an errno (no allocation, so a launcher may
-/// call it).
-///
-/// # Safety
-/// As [`spawn`].
-unsafe fn clone_init(plan: &Plan, flags: c_ulong) -> Result<(libc::pid_t, RawFd), i32> {
-    let mut pidfd: c_int = -1;
-    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the child gets a
-    // copy of this address space and only runs `box_init`, which is
-    // async-signal-safe.
-    // SAFETY: see above.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, &mut pidfd as *mut c_int, 0usize, 0usize) };
-    if pid < 0 {
-        return Err(errno());
-    }
-    if pid == 0 {
-        // SAFETY: we are the fresh child.
-        unsafe { box_init(plan) }
-    }
-    Ok((pid as libc::pid_t, pidfd))
-}
-
-/// A box prepared ahead of its run: a small process that shares our memory
-/// and descriptor table (`CLONE_VM | CLONE_FILES`, its own stack) and waits,
-/// already moved into the next box's cgroups, for a [`Plan`]. It then clones
-/// the box init, which is born in those cgroups, reports the init's pid and
-/// pidfd (a descriptor in our shared table) and exits.
-///
-/// Why: moving a process between cgroups takes the kernel's cgroup
-/// threadgroup lock for writing, which waits for an RCU grace period when
-/// no move happened recently: several milliseconds on an idle machine, and
-/// all moves queue behind one another. Launchers take that cost before the
-/// run is asked for.
-///
-/// The launcher runs only [`launcher_main`]: raw system calls on its own
-/// stack. It uses the thread-local storage of the thread that started it
-/// (no `CLONE_SETTLS`), so a failing system call in it could overwrite that
-/// thread's `errno`; only the sandbox's reaper thread starts launchers, and
-/// it reads `errno` only right after its own calls.
-pub(crate) struct Launcher {
-    pid: libc::pid_t,
-    pidfd: std::os::fd::OwnedFd,
-    /// Write end of the request pipe; closing it tells the launcher to exit.
-    go: Option<std::os::fd::OwnedFd>,
-    done: std::os::fd::OwnedFd,
-    /// The launcher's own pipe ends, its arguments and its stack: it uses
-    /// them until it is reaped (in `drop`, before the fields go).
-    ends: [std::os::fd::OwnedFd; 2],
-    _args: Box<LauncherArgs>,
-    _stack: Stack,
-}
-
-struct LauncherArgs {
-    go: RawFd,
-    done: RawFd,
-    /// The template mount namespace and the slot's network namespace.
-    mnt_ns: RawFd,
-    net_ns: RawFd,
-}
-
-/// First request to a launcher: make the box's namespaces (sent once the
-/// launcher is in the box's cgroups). Any other value is a plan's address.
-const SETUP: usize = 1;
-
-/// An anonymous mapping used as a launcher's stack.
-struct Stack {
-    base: *mut libc::c_void,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned by the Stack alone and only unmapped in Drop.
-unsafe impl Send for Stack {}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping made in Launcher::start,
-        // once nothing runs on it any more (the launcher was reaped).
-        unsafe { libc::munmap(self.base, self.len) };
-    }
-}
-
-const LAUNCHER_STACK: usize = 256 << 10;
-
-impl Launcher {
-    /// Starts a launcher. Its parent is the calling thread: when that
-    /// thread ends, the kernel kills the launcher (`PR_SET_PDEATHSIG`).
-    pub(crate) fn start(mnt_ns: RawFd, net_ns: RawFd) -> std::io::Result<Launcher> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        let pipe = || -> std::io::Result<(OwnedFd, OwnedFd)> {
-            let mut fds = [0; 2];
-            // SAFETY: pipe2 fills two fresh descriptors on success.
-            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // SAFETY: fresh descriptors owned by nobody else.
-            Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-        };
-        let (go_r, go_w) = pipe()?;
-        let (done_r, done_w) = pipe()?;
-        let args = Box::new(LauncherArgs { go: go_r.as_raw_fd(), done: done_w.as_raw_fd(), mnt_ns, net_ns });
-        // SAFETY: a fresh private anonymous mapping; checked below.
-        let base = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                LAUNCHER_STACK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stack = Stack { base, len: LAUNCHER_STACK };
-        // A guard page at the bottom: an overflow faults instead of writing
-        // into whatever is mapped below.
-        // SAFETY: the lowest page of our own mapping.
-        if unsafe { libc::mprotect(base, 4096, libc::PROT_NONE) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut pidfd: c_int = -1;
-        // SAFETY: the child runs `launcher_main` on the new stack (top of the
-        // mapping, 16-byte aligned as mmap returns page-aligned memory) with
-        // `args`, which stays alive (boxed, owned by the Launcher) until the
-        // child is reaped; see `launcher_main` for what it touches.
-        let pid = unsafe {
-            libc::clone(
-                launcher_main,
-                base.cast::<u8>().add(LAUNCHER_STACK).cast(),
-                libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_PIDFD | libc::SIGCHLD,
-                (&*args as *const LauncherArgs).cast_mut().cast(),
-                &mut pidfd as *mut c_int,
-            )
-        };
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: CLONE_PIDFD stored a fresh descriptor that we own.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        Ok(Launcher { pid, pidfd, go: Some(go_w), done: done_r, ends: [go_r, done_w], _args: args, _stack: stack })
-    }
-
-    /// Every descriptor this launcher holds open.
-    pub(crate) fn fds(&self) -> Vec<RawFd> {
-        use std::os::fd::AsRawFd;
-        let mut fds = vec![self.pidfd.as_raw_fd(), self.done.as_raw_fd()];
-        fds.extend(self.go.as_ref().map(|f| f.as_raw_fd()));
-        fds.extend(self.ends.iter().map(|f| f.as_raw_fd()));
-        fds
-    }
-
-    /// The launcher's pid, to move it into the box's cgroups.
-    pub(crate) fn pid(&self) -> libc::pid_t {
-        self.pid
-    }
-
-    /// Has the launcher make the box's namespaces: enter the slot's network
-    /// namespace, a private copy of the template mount namespace, new ipc
-    /// and uts namespaces (hostname `evald`), and a new pid namespace for
-    /// its child. Call once it is in the box's cgroups.
-    pub(crate) fn setup(&self) -> std::io::Result<()> {
-        self.request(SETUP)?;
-        match self.reply::<4>()? {
-            [0, 0, 0, 0] => Ok(()),
-            errno => Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
-        }
-    }
-
-    fn request(&self, word: usize) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let word = word.to_ne_bytes();
-        let go = self.go.as_ref().map_or(-1, |f| f.as_raw_fd());
-        // SAFETY: writing a valid 8-byte buffer.
-        if unsafe { libc::write(go, word.as_ptr().cast(), word.len()) } != word.len() as isize {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn reply<const N: usize>(&self) -> std::io::Result<[u8; N]> {
-        use std::os::fd::AsRawFd;
-        let mut reply = [0u8; N];
-        let mut got = 0;
-        while got < N {
-            // SAFETY: reading into the unfilled part of a valid buffer.
-            let n = unsafe { libc::read(self.done.as_raw_fd(), reply[got..].as_mut_ptr().cast(), N - got) };
-            if n <= 0 {
-                if n < 0 && errno() == libc::EINTR {
-                    continue;
-                }
-                return Err(std::io::Error::other("the launcher ended without an answer"));
-            }
-            got += n as usize;
-        }
-        Ok(reply)
-    }
-
-    /// Hands `plan` to the launcher and returns the box init's pid and
-    /// pidfd. The launcher then exits; dropping `self` reaps it, which must
-    /// happen before the host lets the init go on (see [`Plan::sync_read`]).
-    ///
-    /// # Safety
-    /// As [`spawn`]: `plan`'s descriptors must be open.
-    pub(crate) unsafe fn launch(&self, plan: &Plan) -> std::io::Result<(libc::pid_t, RawFd)> {
-        // The launcher reads `plan` through our shared memory while we wait
-        // for its reply.
-        self.request(plan as *const Plan as usize)?;
-        let reply = self.reply::<12>()?;
-        let word = |i: usize| i32::from_ne_bytes([reply[i], reply[i + 1], reply[i + 2], reply[i + 3]]);
-        let (pid, pidfd, err) = (word(0), word(4), word(8));
-        if pid <= 0 {
-            return Err(std::io::Error::from_raw_os_error(err));
-        }
-        Ok((pid, pidfd))
-    }
-}
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        // Closing the request pipe ends a waiting launcher; then reap it
-        // before its stack and arguments go away.
-        self.go = None;
-        reap(std::os::fd::AsFd::as_fd(&self.pidfd));
-    }
-}
-
-/// Waits for the end of our child behind `pidfd` and reaps it; returns at
-/// once if it was reaped already.
-pub(crate) fn reap(pidfd: std::os::fd::BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: siginfo_t is plain old data (all-zero is valid); waitid
-        // writes into it for our own child's pidfd.
-        let r = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED)
-        };
-        if r == 0 || errno() != libc::EINTR {
-            return;
-        }
-    }
-}
-
-/// The launcher process (see [`Launcher`]): waits for a plan's address,
-/// clones the box init from it, replies and exits. Only raw system calls,
-/// on its own stack; reads `args` and the plan through shared memory.
-extern "C" fn launcher_main(arg: *mut libc::c_void) -> c_int {
-    // SAFETY: `arg` points to the LauncherArgs kept alive by the Launcher
-    // until this process is reaped; the plan address comes from
-    // Launcher::launch, whose caller keeps the plan alive and unchanged until
-    // our reply.
-    unsafe {
-        let args = &*(arg as *const LauncherArgs);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0usize, 0usize, 0usize);
-        let next = || {
-            let mut word = [0u8; 8];
-            let mut got = 0;
-            while got < word.len() {
-                let n = libc::read(args.go, word[got..].as_mut_ptr().cast(), word.len() - got);
-                if n <= 0 {
-                    if n < 0 && errno() == libc::EINTR {
-                        continue;
-                    }
-                    libc::_exit(0);
-                }
-                got += n as usize;
-            }
-            usize::from_ne_bytes(word)
-        };
-        let mut word = next();
-        let ready = word == SETUP;
-        if ready {
-            let host = b"evald";
-            let err = if libc::setns(args.net_ns, libc::CLONE_NEWNET) != 0
-                || libc::setns(args.mnt_ns, libc::CLONE_NEWNS) != 0
-                || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWPID) != 0
-                || libc::chdir(c"/".as_ptr()) != 0
-                || libc::sethostname(host.as_ptr().cast(), host.len()) != 0
-            {
-                errno()
-            } else {
-                0
-            };
-            libc::write(args.done, err.to_ne_bytes().as_ptr().cast(), 4);
-            if err != 0 {
-                libc::_exit(0);
-            }
-            word = next();
-        }
-        let plan = &*(word as *const Plan);
-        // The init's parent is ours (evald), which reaps it through the
-        // pidfd; it joins the namespaces made above (a fresh network
-        // namespace instead when the plan asks for one).
-        let mut flags = if ready {
-            (libc::CLONE_PARENT | libc::CLONE_PIDFD | libc::SIGCHLD) as c_ulong
-        } else {
-            CLONE_FLAGS | libc::CLONE_PARENT as c_ulong
-        };
-        if plan.net_ns < 0 {
-            flags |= libc::CLONE_NEWNET as c_ulong;
-        }
-        let result = if plan.prepared_ns == ready { clone_init(plan, flags) } else { Err(libc::EINVAL) };
-        let (pid, pidfd, err) = match result {
-            Ok((pid, pidfd)) => (pid, pidfd, 0),
-            Err(e) => (-1, -1, e),
-        };
-        let mut reply = [0u8; 12];
-        reply[0..4].copy_from_slice(&pid.to_ne_bytes());
-        reply[4..8].copy_from_slice(&pidfd.to_ne_bytes());
-        reply[8..12].copy_from_slice(&err.to_ne_bytes());
-        libc::write(args.done, reply.as_ptr().cast(), reply.len());
-        libc::_exit(0)
-    }
-}
-
 /// Builds the template mount namespace shared by every box: a child in a
 /// new mount namespace makes all mounts private, runs `ops` (which build
 /// the root under `new_root`), pivots into it, detaches the host's tree and
@@ -1021,7 +1131,7 @@ pub(crate) unsafe fn build_template(new_root: &CStr, ops: &[Op]) -> Result<std::
             // Only our own pipe ends stay open: a copy of another thread's
             // pipe (say, a concurrent template builder's) would keep it open.
             let _ = (rr, hw);
-            if close_all_except(&[rw, hr]).is_err() {
+            if close_all_except(&mut [rw, hr]).is_err() {
                 fail(rw, step::CLOSE_FDS);
             }
             if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) != 0 {

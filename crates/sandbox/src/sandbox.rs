@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{BoxCgroup, CgroupLimits, Cgroups};
-use crate::launch::{self, report, step, Launcher, Op, Plan, Rlimit};
+use crate::launch::{self, report, step, BoxContext, BoxInit, Op, Plan, Rlimit, Zygote};
 use crate::outcome::{verdict, Facts, Outcome, Status};
 use crate::seccomp::SeccompPolicy;
 use crate::spec::{Limits, Network, RunSpec, SpecError, Stdin};
@@ -24,8 +24,11 @@ use crate::WORKSPACE_DIR;
 /// How long a start waits for a slot whose box is being torn down.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// How often the supervisor samples the cgroup's CPU time.
+/// The shortest interval between two samples of a box's CPU time.
 const CPU_POLL: Duration = Duration::from_millis(10);
+
+/// Largest read from a box's output pipe at once.
+const READ_CHUNK: usize = 64 << 10;
 
 /// Host paths bound read-only into every box (when they exist), besides
 /// `/usr` and the `/bin`, `/lib*`, `/sbin` links.
@@ -59,9 +62,8 @@ pub struct SandboxConfig {
     pub slots: u32,
     /// Host paths bound read-only into every box.
     pub read_only_binds: Vec<PathBuf>,
-    /// Prepare each idle slot's next box ahead of its run (cgroups, a
-    /// launcher in them, namespaces); without it every start creates its
-    /// cgroups and moves its init into them itself.
+    /// Prepare each idle slot's next box ahead of its run (its cgroups, with
+    /// its init already in them); without it every start does that itself.
     pub prepare_ahead: bool,
 }
 
@@ -103,25 +105,19 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SandboxError {
 struct Inner {
     config: SandboxConfig,
     cgroups: Cgroups,
-    seccomp: SeccompPolicy,
-    /// The template mount namespace every box starts from.
-    template: OwnedFd,
-    /// One network namespace per slot (loopback down), reused run after run:
-    /// creating one per run costs more than the rest of a box start.
-    net_ns: Vec<OwnedFd>,
+    /// Forks the box inits (see [`launch::Zygote`]).
+    zygote: Zygote,
     dev_null: OwnedFd,
     free_slots: Mutex<Vec<u32>>,
     /// Signalled when a slot returns to `free_slots`.
     slot_freed: Condvar,
-    /// `/proc/sys/kernel/cap_last_cap` (63 if unreadable: dropping a
-    /// capability the kernel does not know fails with EINVAL, ignored).
-    last_cap: c_ulong,
     counter: AtomicU64,
+    /// Processors the kernel has (a box cannot use more at once).
+    cpus: u32,
     /// Hands finished boxes to the reaper thread.
     reaper: mpsc::Sender<Job>,
-    /// Per slot, the next box prepared ahead of its run (see
-    /// [`launch::Launcher`]); `None` when not ready (the run then creates
-    /// its cgroups and moves its init itself).
+    /// Per slot, the next box prepared ahead of its run; `None` when not
+    /// ready (the run then prepares its box itself).
     prepared: Mutex<Vec<Option<Prepared>>>,
     /// Set by [`Sandbox::shutdown`]: prepare no more boxes.
     closing: std::sync::atomic::AtomicBool,
@@ -147,32 +143,57 @@ enum Job {
     Prepare(Arc<Inner>, u32),
 }
 
-/// The cgroups of a slot's next box with a launcher already inside them.
-/// Field order matters: the launcher exits before its cgroups are removed.
+/// A slot's next box: its cgroups, with its init (forked by the zygote, in
+/// the box's namespaces) already inside them, waiting for a plan.
+///
+/// Why ahead: moving a process between cgroups takes the kernel's cgroup
+/// threadgroup lock for writing, which waits for an RCU grace period when
+/// no move happened recently: several milliseconds on an idle machine, and
+/// all moves queue behind one another.
+///
+/// A slot's cgroups serve run after run when the kernel lets each run
+/// start its own accounting period (see `BoxCgroup::begin_period`):
+/// creating and removing a memory cgroup per run costs more CPU than
+/// anything else of a box but the payload.
+///
+/// Field order matters: the init is gone before its cgroups are removed.
 struct Prepared {
-    launcher: Launcher,
+    init: BoxInit,
     cgroup: BoxCgroup,
 }
 
 impl Prepared {
-    fn new(inner: &Inner, slot: u32) -> Result<Prepared, SandboxError> {
-        let seq = inner.counter.fetch_add(1, Ordering::Relaxed);
-        // The usual limits; a run with others rewrites what differs.
-        let defaults = Limits::default();
-        let cgroup = inner.cgroups.create_box(
-            &format!("box-{slot}-{seq}"),
-            &CgroupLimits { memory_bytes: defaults.memory_bytes, pids: defaults.processes.into() },
-        )?;
-        let launcher = Launcher::start(inner.template.as_raw_fd(), inner.net_ns[slot as usize].as_raw_fd())
-            .map_err(io_err("starting a launcher"))?;
-        cgroup.add_pid(launcher.pid())?;
-        launcher.setup().map_err(io_err("preparing the namespaces of a box"))?;
-        Ok(Prepared { launcher, cgroup })
+    /// Forks an init into `reused` (the slot's cgroups after their last
+    /// run, keeping that run's limits) or into new cgroups with `limits`.
+    fn new(
+        inner: &Inner,
+        slot: u32,
+        limits: &CgroupLimits,
+        reused: Option<BoxCgroup>,
+    ) -> Result<Prepared, SandboxError> {
+        let mut cgroup = match reused {
+            Some(c) => c,
+            None => {
+                let seq = inner.counter.fetch_add(1, Ordering::Relaxed);
+                inner.cgroups.create_box(&format!("box-{slot}-{seq}"), limits)?
+            }
+        };
+        let init = inner.zygote.new_box(slot).map_err(io_err("forking a box init"))?;
+        let procs = cgroup
+            .procs_paths()
+            .iter()
+            .map(|p| fs::OpenOptions::new().write(true).open(p).map(OwnedFd::from))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(io_err("opening the box's cgroup.procs"))?;
+        init.enter_cgroups(&procs).map_err(io_err("moving a box init into its cgroups"))?;
+        cgroup.begin_period()?;
+        Ok(Prepared { init, cgroup })
     }
 }
 
-/// Prepares the next box of `slot` unless one is ready.
-fn prepare(inner: &Inner, slot: u32) {
+/// Prepares the next box of `slot` unless one is ready, in `reused` (the
+/// slot's cgroups after their last run) if given.
+fn prepare(inner: &Inner, slot: u32, reused: Option<BoxCgroup>) {
     if inner.closing.load(Ordering::Relaxed) || !inner.config.prepare_ahead {
         return;
     }
@@ -180,7 +201,10 @@ fn prepare(inner: &Inner, slot: u32) {
     if ready {
         return;
     }
-    match Prepared::new(inner, slot) {
+    // The usual limits; a run with others rewrites what differs.
+    let defaults = Limits::default();
+    let limits = CgroupLimits { memory_bytes: defaults.memory_bytes, pids: defaults.processes.into() };
+    match Prepared::new(inner, slot, &limits, reused) {
         Ok(p) => {
             if let Ok(mut all) = inner.prepared.lock() {
                 if let Some(entry) = all.get_mut(slot as usize) {
@@ -200,12 +224,16 @@ impl Teardown {
         unsafe {
             libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
         }
-        launch::reap(self.pidfd.as_fd());
-        if let Err(e) = self.cgroup.remove() {
-            tracing::warn!(error = %e, "removing box cgroup");
+        launch::wait_exited(self.pidfd.as_fd());
+        let inner = &self.slot.inner;
+        let reuse = self.cgroup.reusable() && inner.config.prepare_ahead && !inner.closing.load(Ordering::Relaxed);
+        if !reuse {
+            if let Err(e) = self.cgroup.remove() {
+                tracing::warn!(error = %e, "removing box cgroup");
+            }
         }
         if let Some(slot) = self.slot.slot {
-            prepare(&self.slot.inner, slot);
+            prepare(inner, slot, reuse.then_some(self.cgroup));
         }
     }
 }
@@ -239,12 +267,15 @@ impl Pending {
     }
 }
 
-/// Starts the thread that tears finished boxes down.
-fn start_reaper(pending: Arc<Pending>) -> io::Result<mpsc::Sender<Job>> {
+/// Starts the thread that tears finished boxes down and prepares the next
+/// ones. It forks the zygote first (which dies with this thread) and
+/// returns it.
+fn start_reaper(pending: Arc<Pending>, ctx: BoxContext) -> io::Result<(mpsc::Sender<Job>, Zygote)> {
     let (tx, rx) = mpsc::channel::<Job>();
+    let (zygote_tx, zygote_rx) = mpsc::channel();
     std::thread::Builder::new().name("evald-reaper".into()).spawn(move || {
-        // Launchers started here inherit this mask: no signal handler of
-        // ours ever runs in them. Box inits clear it.
+        // The zygote forked here inherits this mask: no signal handler of
+        // ours ever runs in it. Box inits clear it.
         // SAFETY: sigfillset fills a local set; pthread_sigmask only changes
         // this thread's mask.
         unsafe {
@@ -252,15 +283,23 @@ fn start_reaper(pending: Arc<Pending>) -> io::Result<mpsc::Sender<Job>> {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
         }
+        let started = Zygote::start(&ctx);
+        // The zygote holds its own copies of the namespaces.
+        drop(ctx);
+        let ok = started.is_ok();
+        if zygote_tx.send(started).is_err() || !ok {
+            return;
+        }
         for job in rx {
             match job {
                 Job::Teardown(teardown) => teardown.run(),
-                Job::Prepare(inner, slot) => prepare(&inner, slot),
+                Job::Prepare(inner, slot) => prepare(&inner, slot, None),
             }
             pending.finish_one();
         }
     })?;
-    Ok(tx)
+    let zygote = zygote_rx.recv().map_err(|_| io::Error::other("the reaper thread ended"))??;
+    Ok((tx, zygote))
 }
 
 /// Launches and supervises boxes. Cheap to clone; all clones share one pool.
@@ -304,23 +343,29 @@ impl Sandbox {
         let dev_null = fs::File::open("/dev/null").map_err(io_err("opening /dev/null"))?.into();
         let free_slots = Mutex::new((0..config.slots).rev().collect());
         let teardowns = Arc::new(Pending::default());
-        let reaper = start_reaper(teardowns.clone()).map_err(io_err("starting the reaper thread"))?;
+        let ctx = BoxContext {
+            template,
+            net_ns,
+            seccomp,
+            last_cap: fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(63),
+        };
+        let (reaper, zygote) =
+            start_reaper(teardowns.clone(), ctx).map_err(io_err("starting the reaper thread and the zygote"))?;
         let slots = config.slots;
         let sandbox = Sandbox {
             inner: Arc::new(Inner {
                 config,
                 cgroups,
-                seccomp,
-                template,
-                net_ns,
+                zygote,
                 dev_null,
                 free_slots,
                 slot_freed: Condvar::new(),
-                last_cap: fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-                    .ok()
-                    .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or(63),
                 counter: AtomicU64::new(0),
+                // SAFETY: sysconf only reads a system setting.
+                cpus: u32::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }).unwrap_or(1).max(1),
                 reaper,
                 prepared: Mutex::new((0..slots).map(|_| None).collect()),
                 closing: std::sync::atomic::AtomicBool::new(false),
@@ -380,8 +425,8 @@ impl Sandbox {
     }
 
     /// For a service about to exit: waits for the teardowns (see
-    /// [`Sandbox::settle`]), ends the launchers of prepared boxes and removes
-    /// their cgroups. Later runs create their boxes without a launcher.
+    /// [`Sandbox::settle`]), ends the inits of prepared boxes and removes
+    /// their cgroups. Later runs prepare their boxes themselves.
     pub fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::Relaxed);
         self.settle();
@@ -394,17 +439,22 @@ impl Sandbox {
     }
 
     /// The cgroup directories of the boxes prepared for the next runs (each
-    /// holds only its launcher; see `launch::Launcher`).
+    /// holds only its init, waiting for a run).
     pub fn prepared_cgroups(&self) -> Vec<PathBuf> {
         let Ok(prepared) = self.inner.prepared.lock() else { return Vec::new() };
         prepared.iter().flatten().flat_map(|p| p.cgroup.paths().into_iter().map(Path::to_path_buf)).collect()
     }
 
-    /// The descriptors held for the launchers of prepared boxes (five
-    /// each), so that leak checks can tell them from leaks.
+    /// The descriptors held for the inits of prepared boxes (two each), so
+    /// that leak checks can tell them from leaks.
     pub fn prepared_fds(&self) -> Vec<RawFd> {
         let Ok(prepared) = self.inner.prepared.lock() else { return Vec::new() };
-        prepared.iter().flatten().flat_map(|p| p.launcher.fds()).collect()
+        prepared.iter().flatten().flat_map(|p| p.init.fds()).collect()
+    }
+
+    /// The descriptors held for the zygote (its pidfd and socket).
+    pub fn zygote_fds(&self) -> Vec<RawFd> {
+        self.inner.zygote.fds()
     }
 
     /// Slots not in use right now.
@@ -459,56 +509,37 @@ impl Sandbox {
         let limits = CgroupLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.processes.into() };
         let prepared =
             self.inner.prepared.lock().ok().and_then(|mut p| p.get_mut(slot as usize).and_then(Option::take));
-        let (cgroup, launcher) = match prepared {
-            Some(mut p) => {
-                p.cgroup.set_limits(&limits)?;
-                (p.cgroup, Some(p.launcher))
+        let prepared = match prepared.map(|mut p| p.cgroup.set_limits(&limits).map(|()| p)) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                // A reused cgroup may hold more than a lower memory limit
+                // allows (the page cache its earlier runs left charged, which
+                // the kernel could not reclaim): start over in new cgroups.
+                tracing::debug!(slot, error = %e, "limits refused; new cgroups for this run");
+                Prepared::new(&self.inner, slot, &limits, None)?
             }
-            None => {
-                let seq = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-                (self.inner.cgroups.create_box(&format!("box-{slot}-{seq}"), &limits)?, None)
-            }
+            None => Prepared::new(&self.inner, slot, &limits, None)?,
         };
+        let Prepared { init, cgroup } = prepared;
         let uid = match workspace {
             Some(_) => self.workspace_uid(),
             None => self.inner.config.uid_base + slot,
         };
         let stdio = Stdio::new(&spec.stdin, &self.inner.dev_null)?;
         stdio.give_to(uid);
-        let (sync_read, sync_write) = pipe()?;
-        let (status_read, status_write) = pipe()?;
         let workspace_dir = match workspace {
             Some(w) => Some(w.detached_copy().map_err(io_err(format!("cloning the mount {}", w.path().display())))?),
             None => None,
         };
-        let mut plan = self.plan(spec, workspace_dir.as_ref().map(|f| f.as_raw_fd()), uid, &stdio)?;
-        plan.sync_read = sync_read.as_raw_fd();
-        plan.prepared_ns = launcher.is_some();
-        plan.status_write = status_write.as_raw_fd();
-        plan.mnt_ns = self.inner.template.as_raw_fd();
-        plan.net_ns = match spec.network {
-            Network::None => self.inner.net_ns[slot as usize].as_raw_fd(),
-            Network::Loopback => -1,
-        };
-        let (pid, pidfd) = match &launcher {
-            // SAFETY: the plan's descriptors are open until after launch returns.
-            Some(l) => unsafe { l.launch(&plan) },
-            // SAFETY: the plan's descriptors are open until after spawn returns.
-            None => unsafe { launch::spawn(&plan) },
-        }
-        .map_err(io_err("cloning the box init"))?;
-        // Reap the launcher: the init starts the payload only after that.
-        let born_in_cgroups = launcher.is_some();
-        drop(launcher);
-        // SAFETY: spawn returned a fresh pidfd that nothing else owns.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-        let ops = std::mem::take(&mut plan.ops);
-        drop(plan);
+        let plan = self.plan(spec, workspace.is_some(), uid, stdio.pty)?;
+        let mut fds = vec![stdio.child_stdin, stdio.child_stdout, stdio.child_stderr];
+        fds.extend(workspace_dir.as_ref().map(|f| f.as_raw_fd()));
+        // On failure the init is killed (dropped) before its cgroups go.
+        let (pid, pidfd, status_read) = init.run(&plan, &fds).map_err(io_err("starting the box"))?;
+        let started = Instant::now();
         drop(workspace_dir);
-        drop(sync_read);
-        drop(status_write);
         let parent_ends = stdio.into_parent_ends();
-        let mut running = Running {
+        Ok(Running {
             slot: Some(guard),
             pid,
             pidfd,
@@ -520,23 +551,13 @@ impl Sandbox {
             stderr: parent_ends.stderr,
             pty: parent_ends.pty,
             limits: spec.limits,
-            started: Instant::now(),
+            started,
+            cpu_check_at: started + spec.limits.cpu_time / self.inner.cpus,
+            cpus: self.inner.cpus,
             killed: Facts::default(),
             finished: false,
-            ops,
-        };
-        if !born_in_cgroups {
-            if let Err(e) = running.cgroup.as_ref().map_or(Ok(()), |c| c.add_pid(pid)) {
-                running.kill();
-                return Err(e.into());
-            }
-        }
-        running.started = Instant::now();
-        if write_all(sync_write.as_fd(), b"x").is_err() {
-            running.kill();
-            return Err(SandboxError::Setup(step::name(step::SYNC).into()));
-        }
-        Ok(running)
+            ops: plan.ops,
+        })
     }
 
     /// Takes a free slot. When every slot is taken but some are only
@@ -581,13 +602,7 @@ impl Sandbox {
         Workspace::create(&path, size_bytes, self.workspace_uid())
     }
 
-    fn plan<'a>(
-        &'a self,
-        spec: &RunSpec,
-        workspace: Option<RawFd>,
-        uid: u32,
-        stdio: &Stdio,
-    ) -> Result<Plan<'a>, SandboxError> {
+    fn plan(&self, spec: &RunSpec, workspace: bool, uid: u32, pty: bool) -> Result<Plan, SandboxError> {
         let at = |p: &str| cstr(p);
         let mut ops = Vec::with_capacity(8 + 3 * spec.files.len());
         let size = spec.limits.disk_bytes;
@@ -601,18 +616,15 @@ impl Sandbox {
         });
         ops.push(tmpfs(at("/dev/shm"), nosuid_nodev, &format!("size={size},mode=1777")));
         ops.push(tmpfs(at("/tmp"), nosuid_nodev, &format!("size={size},mode=1777")));
-        match workspace {
-            Some(fd) => {
-                // A bind from the host's namespace is refused in the box's;
-                // a detached copy of the mount (nosuid, nodev like the
-                // original) can be attached anywhere.
-                ops.push(Op::MoveMount { fd, dst: at(WORKSPACE_DIR) });
-            }
-            None => {
-                ops.push(tmpfs(at(WORKSPACE_DIR), nosuid_nodev, &format!("size={size},mode=0755,uid={uid},gid={uid}")));
-            }
+        if workspace {
+            // A bind from the host's namespace is refused in the box's; a
+            // detached copy of the mount (nosuid, nodev like the original),
+            // sent with the plan, can be attached anywhere.
+            ops.push(Op::MoveMount { fd: -1, dst: at(WORKSPACE_DIR) });
+        } else {
+            ops.push(tmpfs(at(WORKSPACE_DIR), nosuid_nodev, &format!("size={size},mode=0755,uid={uid},gid={uid}")));
         }
-        if workspace.is_some() && !spec.files.is_empty() {
+        if workspace && !spec.files.is_empty() {
             return Err(SandboxError::Setup(
                 "configuring: files go into a persistent workspace with Workspace::write_file".into(),
             ));
@@ -650,45 +662,26 @@ impl Sandbox {
         // RLIMIT_NPROC counts every process of the uid on the host: a backstop
         // for a slot's own uid, but boxes in persistent workspaces share one
         // uid, so for them the pids cgroup alone limits processes.
-        if workspace.is_none() {
+        if !workspace {
             rlimits.push(Rlimit { resource: libc::RLIMIT_NPROC, value: l.processes.into() });
         }
         let program = resolve_program(&spec.program);
-        let mut strings = Vec::with_capacity(spec.args.len() + spec.env.len() + 6);
-        strings.push(cstr(&program));
-        strings.extend(spec.args.iter().map(|a| cstr(a)));
-        let argc = strings.len();
-        let pty = matches!(spec.stdin, Stdin::Pty { .. });
-        for (k, v) in env_with_defaults(&spec.env, pty) {
-            strings.push(cstr(&format!("{k}={v}")));
-        }
-        let mut argv: Vec<_> = strings[..argc].iter().map(|s| s.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<_> = strings[argc..].iter().map(|s| s.as_ptr()).collect();
-        envp.push(std::ptr::null());
+        let mut argv = Vec::with_capacity(spec.args.len() + 1);
+        argv.push(cstr(&program));
+        argv.extend(spec.args.iter().map(|a| cstr(a)));
+        let env = env_with_defaults(&spec.env, pty).iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect();
         Ok(Plan {
-            sync_read: -1,
-            prepared_ns: false,
-            last_cap: self.inner.last_cap,
-            status_write: -1,
-            stdin: stdio.child_stdin,
-            stdout: stdio.child_stdout,
-            stderr: stdio.child_stderr,
             pty,
-            mnt_ns: -1,
-            net_ns: -1,
-            workspace: workspace.unwrap_or(-1),
             ops,
             loopback: spec.network == Network::Loopback,
+            workspace,
             uid,
             gid: uid,
             rlimits,
             cwd: cstr(&spec.cwd),
             program: cstr(&program),
-            _strings: strings,
             argv,
-            envp,
-            seccomp: &self.inner.seccomp,
+            env,
         })
     }
 }
@@ -854,6 +847,7 @@ fn stdin_bytes(spec: &RunSpec) -> Vec<u8> {
 
 /// The descriptors of a box's standard streams on both sides.
 struct Stdio {
+    pty: bool,
     child_stdin: RawFd,
     child_stdout: RawFd,
     child_stderr: RawFd,
@@ -877,6 +871,7 @@ impl Stdio {
             set_nonblocking(master.as_fd())?;
             let fd = slave.as_raw_fd();
             return Ok(Stdio {
+                pty: true,
                 child_stdin: fd,
                 child_stdout: fd,
                 child_stderr: fd,
@@ -906,7 +901,7 @@ impl Stdio {
         let (child_stdout, child_stderr) = (out_w.as_raw_fd(), err_w.as_raw_fd());
         child_owned.push(out_w);
         child_owned.push(err_w);
-        Ok(Stdio { child_stdin, child_stdout, child_stderr, child_owned, parent })
+        Ok(Stdio { pty: false, child_stdin, child_stdout, child_stderr, child_owned, parent })
     }
 
     /// Makes the box user the owner of its pipes and terminal, so that the
@@ -936,6 +931,7 @@ pub struct Running {
     slot: Option<SlotGuard>,
     pid: libc::pid_t,
     pidfd: OwnedFd,
+    /// The init's socket: its report comes on it.
     status_read: OwnedFd,
     /// The init's 12-byte report, once read.
     report: Option<[u8; 12]>,
@@ -946,6 +942,11 @@ pub struct Running {
     pty: Option<OwnedFd>,
     limits: Limits,
     started: Instant,
+    /// When the CPU time is next worth reading: a box cannot use more CPU
+    /// time than `cpus` times the wall time, so until then it cannot have
+    /// reached its limit.
+    cpu_check_at: Instant,
+    cpus: u32,
     killed: Facts,
     finished: bool,
     /// The root-building steps, to name the one that failed.
@@ -1013,12 +1014,20 @@ impl Running {
             self.kill();
             return Some(Status::TimeLimitWall);
         }
+        let now = Instant::now();
+        if now < self.cpu_check_at {
+            return None;
+        }
         if let Some(Ok(ns)) = self.cgroup.as_ref().map(|c| c.cpu_ns()) {
-            if Duration::from_nanos(ns) > self.limits.cpu_time {
+            let used = Duration::from_nanos(ns);
+            if used > self.limits.cpu_time {
                 self.killed.cpu_exceeded = true;
                 self.kill();
                 return Some(Status::TimeLimitCpu);
             }
+            self.cpu_check_at = now + ((self.limits.cpu_time - used) / self.cpus).max(CPU_POLL);
+        } else {
+            self.cpu_check_at = now + CPU_POLL;
         }
         None
     }
@@ -1044,7 +1053,7 @@ impl Running {
     /// Time until the next limit check is due.
     pub fn next_check(&self) -> Duration {
         let left = self.limits.wall_time.saturating_sub(self.started.elapsed());
-        left.min(CPU_POLL)
+        left.min(self.cpu_check_at.saturating_duration_since(Instant::now()))
     }
 
     /// Blocks until the box has ended and returns its outcome (stdout and
@@ -1157,9 +1166,9 @@ impl Running {
         let buf = match self.report {
             Some(buf) => buf,
             None => {
-                // Reap the init (the pidfd is readable, or the box was
-                // killed); its report, if any, is in the pipe.
-                launch::reap(self.pidfd.as_fd());
+                // Wait for the init's end (the pidfd is readable, or the
+                // box was killed); its report, if any, is on its socket.
+                launch::wait_exited(self.pidfd.as_fd());
                 let mut buf = [0u8; 12];
                 if read_some(self.status_read.as_fd(), &mut buf) != buf.len() {
                     buf = [0; 12];
@@ -1253,7 +1262,7 @@ impl Running {
                 // Without a second descriptor, finish here.
                 tracing::warn!(error = %e, "duplicating a pidfd");
                 self.kill();
-                launch::reap(self.pidfd.as_fd());
+                launch::wait_exited(self.pidfd.as_fd());
                 drop(cgroup);
                 drop(slot);
                 return;
@@ -1292,11 +1301,15 @@ struct Captured {
 /// `Some(true)` when more than `cap` bytes arrived, `Some(false)` at EOF
 /// (the fd is then closed), `None` when it would block.
 fn drain(fd: &mut Option<OwnedFd>, buf: &mut Vec<u8>, cap: usize) -> Option<bool> {
-    let mut chunk = [0u8; 65536];
     loop {
         let Some(f) = fd.as_ref() else { return Some(false) };
-        // SAFETY: reading into a valid buffer from a live descriptor.
-        let n = unsafe { libc::read(f.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+        let room = cap.saturating_sub(buf.len());
+        // One byte more than fits tells that the output is over the cap.
+        let want = room.saturating_add(1).min(READ_CHUNK);
+        buf.reserve(want);
+        // SAFETY: reading at most `want` bytes into the reserved, unused
+        // capacity of `buf` from a live descriptor.
+        let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().add(buf.len()).cast(), want) };
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.kind() {
@@ -1314,9 +1327,11 @@ fn drain(fd: &mut Option<OwnedFd>, buf: &mut Vec<u8>, cap: usize) -> Option<bool
             return Some(false);
         }
         let n = n as usize;
-        let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..n.min(room)]);
+        // SAFETY: the kernel wrote `n` (at most `want`) bytes right after
+        // the old length, inside the reserved capacity.
+        unsafe { buf.set_len(buf.len() + n) };
         if n > room {
+            buf.truncate(cap);
             *fd = None;
             return Some(true);
         }
@@ -1373,22 +1388,6 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
         got += n as usize;
     }
     got
-}
-
-fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: writing from a valid buffer to a live descriptor.
-        let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {

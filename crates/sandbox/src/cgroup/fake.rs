@@ -116,6 +116,10 @@ impl FakeKernel {
                 }
                 fs::write(path, format!("{}\n", enabled.join(" ")))
             }
+            "memory.max_usage_in_bytes" => {
+                // v1: any write sets the peak to the current charge.
+                fs::write(path, fs::read_to_string(dir.join("memory.usage_in_bytes"))?)
+            }
             "cgroup.kill" => {
                 let pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))?
                     .split_whitespace()

@@ -486,6 +486,9 @@ impl Cgroups {
             v2_fd: None,
             fs: self.fs.clone(),
             limits: None,
+            base: Baseline::default(),
+            peak_fd: None,
+            reusable: false,
         };
         // Each directory is pushed only once created, so that dropping `b`
         // on an error below removes exactly what this call made.
@@ -530,6 +533,18 @@ struct BoxDir {
     removed: bool,
 }
 
+/// The cumulative counters of a box cgroup at the start of its current
+/// accounting period (see [`BoxCgroup::begin_period`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Baseline {
+    cpu_ns: u64,
+    /// Memory charged at the start (what earlier runs left charged, such as
+    /// page cache, plus the waiting init).
+    memory_bytes: u64,
+    oom_kills: u64,
+    pids_max: u64,
+}
+
 /// The cgroup directories of one box, one per hierarchy. Dropping it kills
 /// what is left in it and removes the directories (best effort, logged).
 #[derive(Debug)]
@@ -541,6 +556,13 @@ pub struct BoxCgroup {
     fs: Fs,
     /// The limits written so far.
     limits: Option<CgroupLimits>,
+    base: Baseline,
+    /// v2: `memory.peak`, reset through this descriptor at the start of the
+    /// period (its peak then counts from there, kernel 6.12 and later).
+    peak_fd: Option<fs::File>,
+    /// The last period's start could reset the memory peak, so the cgroup
+    /// can serve another run.
+    reusable: bool,
 }
 
 impl BoxCgroup {
@@ -551,6 +573,12 @@ impl BoxCgroup {
     /// The box's directories, one per hierarchy.
     pub fn paths(&self) -> Vec<&Path> {
         self.dirs.iter().map(|d| d.path.as_path()).collect()
+    }
+
+    /// The `cgroup.procs` file of each of the box's directories (a process
+    /// that writes `0` into each moves itself into the box).
+    pub fn procs_paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.join("cgroup.procs")).collect()
     }
 
     /// Applies the memory and process limits; writes only what differs
@@ -589,8 +617,13 @@ impl BoxCgroup {
         Ok(())
     }
 
-    /// CPU time of all processes of the box so far; one small file read.
+    /// CPU time of all processes of the box in the current period; one
+    /// small file read.
     pub fn cpu_ns(&self) -> Result<u64, CgroupError> {
+        Ok(self.total_cpu_ns()?.saturating_sub(self.base.cpu_ns))
+    }
+
+    fn total_cpu_ns(&self) -> Result<u64, CgroupError> {
         let dir = &self.dirs[self.roles.cpu];
         match dir.version {
             CgroupVersion::V1 => v1::cpu_ns(&dir.path),
@@ -598,17 +631,57 @@ impl BoxCgroup {
         }
     }
 
-    /// Final accounting of the box.
+    fn pids_max_events(&self) -> Result<u64, CgroupError> {
+        read_keyed(&self.dirs[self.roles.pids].path.join("pids.events"), "max")
+    }
+
+    /// Starts a new accounting period: from now on [`BoxCgroup::usage`] and
+    /// [`BoxCgroup::cpu_ns`] count only what happens from here (CPU time,
+    /// OOM kills and failed forks as differences of the kernel's cumulative
+    /// counters; the memory peak reset to the current charge, which is then
+    /// subtracted). Call it with the box's processes gone (except a waiting
+    /// init). Returns whether the peak could be reset (v1: always; v2:
+    /// `memory.peak` is resettable from kernel 6.12); only then may the
+    /// cgroup serve another run, see [`BoxCgroup::reusable`].
+    pub fn begin_period(&mut self) -> Result<bool, CgroupError> {
+        let memory = &self.dirs[self.roles.memory];
+        let (reset, memory_bytes, oom_kills) = match memory.version {
+            CgroupVersion::V1 => {
+                v1::reset_peak(&self.fs, &memory.path)?;
+                (true, v1::memory_current(&memory.path)?, v1::oom_kills(&memory.path)?)
+            }
+            CgroupVersion::V2 => {
+                self.peak_fd = v2::reset_peak(&memory.path);
+                (self.peak_fd.is_some(), v2::memory_current(&memory.path)?, v2::oom_kills(&memory.path)?)
+            }
+        };
+        self.base =
+            Baseline { cpu_ns: self.total_cpu_ns()?, memory_bytes, oom_kills, pids_max: self.pids_max_events()? };
+        self.reusable = reset;
+        Ok(reset)
+    }
+
+    /// Whether the cgroup may serve another run after this one: its last
+    /// period started with a memory peak reset (see
+    /// [`BoxCgroup::begin_period`]) and its directories are all there.
+    pub fn reusable(&self) -> bool {
+        self.reusable && self.dirs.iter().all(|d| !d.removed)
+    }
+
+    /// Final accounting of the box's current period.
     pub fn usage(&self) -> Result<CgroupUsage, CgroupError> {
         let cpu_ns = self.cpu_ns()?;
         let memory = &self.dirs[self.roles.memory];
-        let (memory_peak_bytes, oom_killed) = match memory.version {
-            CgroupVersion::V1 => (v1::memory_peak(&memory.path)?, v1::oom_killed(&memory.path)?),
-            CgroupVersion::V2 => (v2::memory_peak(&memory.path)?, v2::oom_killed(&memory.path)?),
+        let (peak, oom_kills) = match memory.version {
+            CgroupVersion::V1 => (v1::memory_peak(&memory.path)?, v1::oom_kills(&memory.path)?),
+            CgroupVersion::V2 => (v2::memory_peak(&memory.path, self.peak_fd.as_ref())?, v2::oom_kills(&memory.path)?),
         };
-        let pids_events = self.dirs[self.roles.pids].path.join("pids.events");
-        let pids_max_hit = read_keyed(&pids_events, "max")? > 0;
-        Ok(CgroupUsage { cpu_ns, memory_peak_bytes, oom_killed, pids_max_hit })
+        Ok(CgroupUsage {
+            cpu_ns,
+            memory_peak_bytes: peak.saturating_sub(self.base.memory_bytes),
+            oom_killed: oom_kills > self.base.oom_kills,
+            pids_max_hit: self.pids_max_events()? > self.base.pids_max,
+        })
     }
 
     /// Kills every process in the box and returns once none is listed any

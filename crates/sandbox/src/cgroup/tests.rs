@@ -272,6 +272,7 @@ const V1_MEMORY_FILES: &[(&str, &str)] = &[
     ("memory.limit_in_bytes", "9223372036854771712\n"),
     ("memory.memsw.limit_in_bytes", "9223372036854771712\n"),
     ("memory.swappiness", "60\n"),
+    ("memory.usage_in_bytes", "0\n"),
     ("memory.max_usage_in_bytes", "0\n"),
     ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
     ("memory.use_hierarchy", "1\n"),
@@ -849,4 +850,83 @@ mod real {
         drop(bx);
         cg.remove_parents().unwrap();
     }
+}
+
+#[test]
+fn v1_periods_count_from_their_start() {
+    let host = machine_host();
+    let cg = host.detect("t").unwrap();
+    let mem = format!("{MEM_OWN}/evald-t/b1");
+    let pids = "sys/fs/cgroup/pids/evald-t/b1";
+    let cpu = "sys/fs/cgroup/cpuacct/evald-t/b1";
+    let mut bx = cg.create_box("b1", &LIMITS).unwrap();
+    assert!(!bx.reusable(), "no period started yet");
+    // What an earlier run left: CPU time, an OOM kill, a failed fork, and
+    // page cache still charged.
+    host.file(&format!("{cpu}/cpuacct.usage"), "1000000\n");
+    host.file(&format!("{mem}/memory.usage_in_bytes"), "4096\n");
+    host.file(&format!("{mem}/memory.max_usage_in_bytes"), "90000000\n");
+    host.file(&format!("{mem}/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
+    host.file(&format!("{pids}/pids.events"), "max 2\n");
+    host.ops();
+    assert!(bx.begin_period().unwrap());
+    assert_eq!(host.ops(), vec![write(&format!("{mem}/memory.max_usage_in_bytes"), "0")]);
+    assert_eq!(host.read(&format!("{mem}/memory.max_usage_in_bytes")), "4096\n", "the peak restarts at the charge");
+    assert!(bx.reusable());
+    assert_eq!(bx.usage().unwrap(), CgroupUsage::default(), "nothing happened in the new period");
+
+    host.file(&format!("{cpu}/cpuacct.usage"), "3500000\n");
+    host.file(&format!("{mem}/memory.max_usage_in_bytes"), "12288\n");
+    assert_eq!(bx.cpu_ns().unwrap(), 2_500_000);
+    assert_eq!(
+        bx.usage().unwrap(),
+        CgroupUsage { cpu_ns: 2_500_000, memory_peak_bytes: 8192, oom_killed: false, pids_max_hit: false }
+    );
+    host.file(&format!("{mem}/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+    host.file(&format!("{pids}/pids.events"), "max 3\n");
+    let usage = bx.usage().unwrap();
+    assert!(usage.oom_killed && usage.pids_max_hit, "{usage:?}");
+
+    bx.remove().unwrap();
+    assert!(!bx.reusable(), "a removed cgroup serves no run");
+    cg.remove_parents().unwrap();
+}
+
+#[test]
+fn v2_periods_reset_the_peak_through_a_descriptor() {
+    let host = v2_host("cpu io memory pids\n", "");
+    let cg = host.detect("t").unwrap();
+    let b1 = format!("{V2_OWN}/evald-t/b1");
+    let mut bx = cg.create_box("b1", &LIMITS).unwrap();
+    host.file(&format!("{b1}/cpu.stat"), "usage_usec 10\nuser_usec 5\nsystem_usec 5\n");
+    host.file(&format!("{b1}/memory.current"), "4096\n");
+    host.file(&format!("{b1}/memory.peak"), "9\n");
+    host.file(&format!("{b1}/memory.events"), "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 1\n");
+    assert!(bx.begin_period().unwrap());
+    // The reset is a write through the descriptor kept for later reads.
+    assert_eq!(host.read(&format!("{b1}/memory.peak")), "reset\n");
+    assert!(bx.reusable());
+    // What the kernel reports through that descriptor afterwards.
+    host.file(&format!("{b1}/memory.peak"), "12288\n");
+    host.file(&format!("{b1}/cpu.stat"), "usage_usec 30\nuser_usec 15\nsystem_usec 15\n");
+    assert_eq!(
+        bx.usage().unwrap(),
+        CgroupUsage { cpu_ns: 20_000, memory_peak_bytes: 8192, oom_killed: false, pids_max_hit: false }
+    );
+    bx.remove().unwrap();
+}
+
+#[test]
+fn v2_without_a_resettable_peak_is_not_reusable() {
+    let host = v2_host("cpu io memory pids\n", "");
+    let cg = host.detect("t").unwrap();
+    let b1 = format!("{V2_OWN}/evald-t/b1");
+    let mut bx = cg.create_box("b1", &LIMITS).unwrap();
+    fs::remove_file(host.path(&format!("{b1}/memory.peak"))).unwrap();
+    host.file(&format!("{b1}/memory.current"), "4096\n");
+    assert!(!bx.begin_period().unwrap());
+    assert!(!bx.reusable());
+    host.file(&format!("{b1}/memory.current"), "16384\n");
+    assert_eq!(bx.usage().unwrap().memory_peak_bytes, 12288, "memory.current minus the start");
+    bx.remove().unwrap();
 }

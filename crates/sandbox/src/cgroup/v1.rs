@@ -46,7 +46,17 @@ pub(super) fn memory_peak(dir: &Path) -> Result<u64, CgroupError> {
     read_u64(&dir.join("memory.max_usage_in_bytes"))
 }
 
-/// `oom_kill N` in `memory.oom_control` (kernel 4.13 and later).
-pub(super) fn oom_killed(dir: &Path) -> Result<bool, CgroupError> {
-    Ok(read_keyed(&dir.join("memory.oom_control"), "oom_kill")? > 0)
+pub(super) fn memory_current(dir: &Path) -> Result<u64, CgroupError> {
+    read_u64(&dir.join("memory.usage_in_bytes"))
+}
+
+/// Sets the peak to the current charge.
+pub(super) fn reset_peak(fs: &Fs, dir: &Path) -> Result<(), CgroupError> {
+    fs.write(&dir.join("memory.max_usage_in_bytes"), "0")
+}
+
+/// `oom_kill N` in `memory.oom_control` (kernel 4.13 and later): OOM kills
+/// in the cgroup since it was made.
+pub(super) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
+    read_keyed(&dir.join("memory.oom_control"), "oom_kill")
 }

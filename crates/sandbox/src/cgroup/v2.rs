@@ -1,5 +1,8 @@
 //! cgroup v2 files of a box and the delegation steps of a pure v2 host.
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use tracing::{debug, warn};
@@ -26,18 +29,41 @@ pub(super) fn cpu_ns(dir: &Path) -> Result<u64, CgroupError> {
     Ok(read_keyed(&dir.join("cpu.stat"), "usage_usec")?.saturating_mul(1000))
 }
 
+/// The peak since `reset` (a descriptor from [`reset_peak`]), else
 /// `memory.peak` (kernel 5.19 and later), else `memory.current`.
-pub(super) fn memory_peak(dir: &Path) -> Result<u64, CgroupError> {
+pub(super) fn memory_peak(dir: &Path, reset: Option<&File>) -> Result<u64, CgroupError> {
     let peak = dir.join("memory.peak");
+    if let Some(file) = reset {
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).map_err(|source| CgroupError::Read { path: peak.clone(), source })?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        return text
+            .trim()
+            .parse()
+            .map_err(|_| CgroupError::Parse { path: peak, reason: format!("not a number: {:?}", text.trim()) });
+    }
     if peak.exists() {
         read_u64(&peak)
     } else {
-        read_u64(&dir.join("memory.current"))
+        memory_current(dir)
     }
 }
 
-pub(super) fn oom_killed(dir: &Path) -> Result<bool, CgroupError> {
-    Ok(read_keyed(&dir.join("memory.events"), "oom_kill")? > 0)
+pub(super) fn memory_current(dir: &Path) -> Result<u64, CgroupError> {
+    read_u64(&dir.join("memory.current"))
+}
+
+/// Opens `memory.peak` and resets the peak seen through that descriptor to
+/// the current charge (kernel 6.12 and later); `None` where unsupported.
+pub(super) fn reset_peak(dir: &Path) -> Option<File> {
+    let mut file = OpenOptions::new().read(true).write(true).open(dir.join("memory.peak")).ok()?;
+    file.write_all(b"reset\n").ok()?;
+    Some(file)
+}
+
+/// `oom_kill N` in `memory.events`: OOM kills in the cgroup since it was made.
+pub(super) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
+    read_keyed(&dir.join("memory.events"), "oom_kill")
 }
 
 /// Enables `required` controllers for the children of `dir` (those not yet
