@@ -520,6 +520,9 @@ unsafe fn zygote_main(ctl: RawFd, ctx: &BoxContext) -> ! {
         // Inits are reaped by the kernel; the host watches them through
         // their pidfds.
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        // Give back the free pages of the heap we inherited: every init
+        // copies (and later unmaps) the page tables of what we hold.
+        libc::malloc_trim(0);
         if libc::setns(ctx.template.as_raw_fd(), libc::CLONE_NEWNS) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
             libc::_exit(1);
         }
@@ -607,7 +610,7 @@ impl BoxInit {
 
     /// Has the init move itself into the cgroups whose `cgroup.procs` files
     /// are `procs` (opened for writing), and waits until it has.
-    pub(crate) fn enter_cgroups(&self, procs: &[OwnedFd]) -> io::Result<()> {
+    pub(crate) fn enter_cgroups(&self, procs: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
         let fds: Vec<RawFd> = procs.iter().map(AsRawFd::as_raw_fd).collect();
         send_with_fds(self.chan(), &header(request::ENTER_CGROUPS, fds.len(), 0), &fds)?;
         let mut reply = [0u8; 12];

@@ -138,7 +138,7 @@ struct Teardown {
 /// Work for the reaper thread.
 enum Job {
     /// Tear a finished box down, prepare the slot's next box, free the slot.
-    Teardown(Teardown),
+    Teardown(Box<Teardown>),
     /// Prepare a box for a slot (at start-up).
     Prepare(Arc<Inner>, u32),
 }
@@ -179,13 +179,7 @@ impl Prepared {
             }
         };
         let init = inner.zygote.new_box(slot).map_err(io_err("forking a box init"))?;
-        let procs = cgroup
-            .procs_paths()
-            .iter()
-            .map(|p| fs::OpenOptions::new().write(true).open(p).map(OwnedFd::from))
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(io_err("opening the box's cgroup.procs"))?;
-        init.enter_cgroups(&procs).map_err(io_err("moving a box init into its cgroups"))?;
+        init.enter_cgroups(&cgroup.procs_files()).map_err(io_err("moving a box init into its cgroups"))?;
         cgroup.begin_period()?;
         Ok(Prepared { init, cgroup })
     }
@@ -449,7 +443,7 @@ impl Sandbox {
     /// that leak checks can tell them from leaks.
     pub fn prepared_fds(&self) -> Vec<RawFd> {
         let Ok(prepared) = self.inner.prepared.lock() else { return Vec::new() };
-        prepared.iter().flatten().flat_map(|p| p.init.fds()).collect()
+        prepared.iter().flatten().flat_map(|p| p.init.fds().into_iter().chain(p.cgroup.fds())).collect()
     }
 
     /// The descriptors held for the zygote (its pidfd and socket).
@@ -1271,7 +1265,7 @@ impl Running {
         let inner = slot.inner.clone();
         let teardown = Teardown { pidfd, cgroup, slot };
         inner.teardowns.add();
-        if let Err(unsent) = inner.reaper.send(Job::Teardown(teardown)) {
+        if let Err(unsent) = inner.reaper.send(Job::Teardown(Box::new(teardown))) {
             if let Job::Teardown(t) = unsent.0 {
                 t.run();
             }

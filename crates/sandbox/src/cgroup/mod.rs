@@ -489,6 +489,7 @@ impl Cgroups {
             base: Baseline::default(),
             peak_fd: None,
             reusable: false,
+            counters: None,
         };
         // Each directory is pushed only once created, so that dropping `b`
         // on an error below removes exactly what this call made.
@@ -500,6 +501,7 @@ impl Cgroups {
         if self.version == CgroupVersion::V2 {
             b.v2_fd = Some(open_path_fd(&b.dirs[self.roles.memory].path)?);
         }
+        b.counters = Some(Counters::open(&b.dirs, self.roles)?);
         Ok(b)
     }
 
@@ -533,6 +535,94 @@ struct BoxDir {
     removed: bool,
 }
 
+/// A file of a box cgroup kept open for the box's lifetime and read with
+/// `pread`: no path lookup per read (cgroup paths are deep).
+#[derive(Debug)]
+struct Counter {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Counter {
+    fn open(path: PathBuf) -> Result<Counter, CgroupError> {
+        match fs::File::open(&path) {
+            Ok(file) => Ok(Counter { path, file }),
+            Err(source) => Err(CgroupError::Open { path, source }),
+        }
+    }
+
+    fn text(&self) -> Result<String, CgroupError> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 4096];
+        let mut len = 0;
+        while len < buf.len() {
+            let n = self
+                .file
+                .read_at(&mut buf[len..], len as u64)
+                .map_err(|source| CgroupError::Read { path: self.path.clone(), source })?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+        }
+        Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+    }
+
+    fn number(&self) -> Result<u64, CgroupError> {
+        let text = self.text()?;
+        text.trim().parse().map_err(|_| CgroupError::Parse {
+            path: self.path.clone(),
+            reason: format!("not a number: {:?}", text.trim()),
+        })
+    }
+
+    fn keyed(&self, key: &str) -> Result<u64, CgroupError> {
+        keyed_value(&self.text()?, key)
+            .ok_or_else(|| CgroupError::Parse { path: self.path.clone(), reason: format!("no numeric {key:?} line") })
+    }
+}
+
+/// The files of a box read or written at every run.
+#[derive(Debug)]
+struct Counters {
+    /// v1 `cpuacct.usage` (ns), v2 `cpu.stat` (`usage_usec`).
+    cpu: Counter,
+    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
+    current: Counter,
+    /// v1 `memory.max_usage_in_bytes` (v2: see `BoxCgroup::peak_fd`).
+    peak: Option<Counter>,
+    /// v1 `memory.oom_control`, v2 `memory.events` (`oom_kill`).
+    oom: Counter,
+    /// `pids.events` (`max`).
+    pids: Counter,
+    /// Each directory's `cgroup.procs`, open for writing.
+    procs: Vec<fs::File>,
+}
+
+impl Counters {
+    fn open(dirs: &[BoxDir], roles: Roles) -> Result<Counters, CgroupError> {
+        let cpu = &dirs[roles.cpu];
+        let memory = &dirs[roles.memory];
+        let v1 = memory.version == CgroupVersion::V1;
+        let at = |dir: &BoxDir, name: &str| Counter::open(dir.path.join(name));
+        let procs = dirs
+            .iter()
+            .map(|d| {
+                let path = d.path.join("cgroup.procs");
+                OpenOptions::new().write(true).open(&path).map_err(|source| CgroupError::Open { path, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Counters {
+            cpu: at(cpu, if cpu.version == CgroupVersion::V1 { "cpuacct.usage" } else { "cpu.stat" })?,
+            current: at(memory, if v1 { "memory.usage_in_bytes" } else { "memory.current" })?,
+            peak: if v1 { Some(at(memory, "memory.max_usage_in_bytes")?) } else { None },
+            oom: at(memory, if v1 { "memory.oom_control" } else { "memory.events" })?,
+            pids: at(&dirs[roles.pids], "pids.events")?,
+            procs,
+        })
+    }
+}
+
 /// The cumulative counters of a box cgroup at the start of its current
 /// accounting period (see [`BoxCgroup::begin_period`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -563,6 +653,8 @@ pub struct BoxCgroup {
     /// The last period's start could reset the memory peak, so the cgroup
     /// can serve another run.
     reusable: bool,
+    /// `None` once removed.
+    counters: Option<Counters>,
 }
 
 impl BoxCgroup {
@@ -575,10 +667,32 @@ impl BoxCgroup {
         self.dirs.iter().map(|d| d.path.as_path()).collect()
     }
 
-    /// The `cgroup.procs` file of each of the box's directories (a process
-    /// that writes `0` into each moves itself into the box).
-    pub fn procs_paths(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.path.join("cgroup.procs")).collect()
+    /// The `cgroup.procs` file of each of the box's directories, open for
+    /// writing (a process that writes `0` into each moves itself into the
+    /// box).
+    pub fn procs_files(&self) -> Vec<BorrowedFd<'_>> {
+        self.counters.iter().flat_map(|c| c.procs.iter().map(AsFd::as_fd)).collect()
+    }
+
+    /// Every descriptor the box holds open (its counter files and
+    /// directory), so that leak checks can tell them from leaks.
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut fds: Vec<_> = self.v2_fd.iter().map(AsRawFd::as_raw_fd).collect();
+        fds.extend(self.peak_fd.iter().map(AsRawFd::as_raw_fd));
+        if let Some(c) = &self.counters {
+            fds.extend([&c.cpu, &c.current, &c.oom, &c.pids].iter().map(|k| k.file.as_raw_fd()));
+            fds.extend(c.peak.iter().map(|k| k.file.as_raw_fd()));
+            fds.extend(c.procs.iter().map(AsRawFd::as_raw_fd));
+        }
+        fds
+    }
+
+    fn counters(&self) -> Result<&Counters, CgroupError> {
+        self.counters.as_ref().ok_or_else(|| CgroupError::Read {
+            path: self.dirs[0].path.clone(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        })
     }
 
     /// Applies the memory and process limits; writes only what differs
@@ -624,15 +738,22 @@ impl BoxCgroup {
     }
 
     fn total_cpu_ns(&self) -> Result<u64, CgroupError> {
-        let dir = &self.dirs[self.roles.cpu];
-        match dir.version {
-            CgroupVersion::V1 => v1::cpu_ns(&dir.path),
-            CgroupVersion::V2 => v2::cpu_ns(&dir.path),
+        let cpu = &self.counters()?.cpu;
+        match self.dirs[self.roles.cpu].version {
+            CgroupVersion::V1 => cpu.number(),
+            // `usage_usec`, which every v2 cgroup has.
+            CgroupVersion::V2 => Ok(cpu.keyed("usage_usec")?.saturating_mul(1000)),
         }
     }
 
     fn pids_max_events(&self) -> Result<u64, CgroupError> {
-        read_keyed(&self.dirs[self.roles.pids].path.join("pids.events"), "max")
+        self.counters()?.pids.keyed("max")
+    }
+
+    /// OOM kills in the cgroup since it was made (v1: `oom_kill` in
+    /// `memory.oom_control`, kernel 4.13 and later).
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        self.counters()?.oom.keyed("oom_kill")
     }
 
     /// Starts a new accounting period: from now on [`BoxCgroup::usage`] and
@@ -645,18 +766,22 @@ impl BoxCgroup {
     /// cgroup serve another run, see [`BoxCgroup::reusable`].
     pub fn begin_period(&mut self) -> Result<bool, CgroupError> {
         let memory = &self.dirs[self.roles.memory];
-        let (reset, memory_bytes, oom_kills) = match memory.version {
+        let reset = match memory.version {
             CgroupVersion::V1 => {
                 v1::reset_peak(&self.fs, &memory.path)?;
-                (true, v1::memory_current(&memory.path)?, v1::oom_kills(&memory.path)?)
+                true
             }
             CgroupVersion::V2 => {
                 self.peak_fd = v2::reset_peak(&memory.path);
-                (self.peak_fd.is_some(), v2::memory_current(&memory.path)?, v2::oom_kills(&memory.path)?)
+                self.peak_fd.is_some()
             }
         };
-        self.base =
-            Baseline { cpu_ns: self.total_cpu_ns()?, memory_bytes, oom_kills, pids_max: self.pids_max_events()? };
+        self.base = Baseline {
+            cpu_ns: self.total_cpu_ns()?,
+            memory_bytes: self.counters()?.current.number()?,
+            oom_kills: self.oom_kills()?,
+            pids_max: self.pids_max_events()?,
+        };
         self.reusable = reset;
         Ok(reset)
     }
@@ -672,14 +797,18 @@ impl BoxCgroup {
     pub fn usage(&self) -> Result<CgroupUsage, CgroupError> {
         let cpu_ns = self.cpu_ns()?;
         let memory = &self.dirs[self.roles.memory];
-        let (peak, oom_kills) = match memory.version {
-            CgroupVersion::V1 => (v1::memory_peak(&memory.path)?, v1::oom_kills(&memory.path)?),
-            CgroupVersion::V2 => (v2::memory_peak(&memory.path, self.peak_fd.as_ref())?, v2::oom_kills(&memory.path)?),
+        let counters = self.counters()?;
+        let peak = match &counters.peak {
+            Some(peak) => peak.number()?,
+            None => match v2::memory_peak(&memory.path, self.peak_fd.as_ref())? {
+                Some(peak) => peak,
+                None => counters.current.number()?,
+            },
         };
         Ok(CgroupUsage {
             cpu_ns,
             memory_peak_bytes: peak.saturating_sub(self.base.memory_bytes),
-            oom_killed: oom_kills > self.base.oom_kills,
+            oom_killed: self.oom_kills()? > self.base.oom_kills,
             pids_max_hit: self.pids_max_events()? > self.base.pids_max,
         })
     }
@@ -706,6 +835,8 @@ impl BoxCgroup {
             }
         }
         self.v2_fd = None;
+        self.peak_fd = None;
+        self.counters = None;
         Ok(())
     }
 
@@ -873,11 +1004,6 @@ fn keyed_value(text: &str, key: &str) -> Option<u64> {
         let mut words = line.split_whitespace();
         (words.next() == Some(key)).then(|| words.next()?.parse().ok()).flatten()
     })
-}
-
-fn read_keyed(path: &Path, key: &str) -> Result<u64, CgroupError> {
-    keyed_value(&read_string(path)?, key)
-        .ok_or_else(|| CgroupError::Parse { path: path.to_owned(), reason: format!("no numeric {key:?} line") })
 }
 
 fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {

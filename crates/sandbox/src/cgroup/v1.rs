@@ -1,12 +1,12 @@
-//! cgroup v1 files of a box: `memory.*` in the memory hierarchy and
-//! `cpuacct.usage` in the cpuacct hierarchy. `memory.use_hierarchy` is
+//! cgroup v1 files of a box written by path: `memory.*` in the memory
+//! hierarchy. `memory.use_hierarchy` is
 //! inherited from the parent and not touched.
 
 use std::path::Path;
 
 use tracing::debug;
 
-use super::{read_keyed, read_u64, CgroupError, Fs};
+use super::{CgroupError, Fs};
 
 /// Sets the memory limit and, where the kernel accounts swap
 /// (`memory.memsw.*` exists), the memory+swap limit to the same value, so the
@@ -38,25 +38,7 @@ pub(super) fn set_memory(fs: &Fs, dir: &Path, bytes: u64, before: Option<u64>) -
     Ok(())
 }
 
-pub(super) fn cpu_ns(dir: &Path) -> Result<u64, CgroupError> {
-    read_u64(&dir.join("cpuacct.usage"))
-}
-
-pub(super) fn memory_peak(dir: &Path) -> Result<u64, CgroupError> {
-    read_u64(&dir.join("memory.max_usage_in_bytes"))
-}
-
-pub(super) fn memory_current(dir: &Path) -> Result<u64, CgroupError> {
-    read_u64(&dir.join("memory.usage_in_bytes"))
-}
-
 /// Sets the peak to the current charge.
 pub(super) fn reset_peak(fs: &Fs, dir: &Path) -> Result<(), CgroupError> {
     fs.write(&dir.join("memory.max_usage_in_bytes"), "0")
-}
-
-/// `oom_kill N` in `memory.oom_control` (kernel 4.13 and later): OOM kills
-/// in the cgroup since it was made.
-pub(super) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
-    read_keyed(&dir.join("memory.oom_control"), "oom_kill")
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tracing::{debug, warn};
 
-use super::{mkdir_existing_ok, read_keyed, read_pids, read_u64, read_words, CgroupError, Fs};
+use super::{mkdir_existing_ok, read_pids, read_u64, read_words, CgroupError, Fs};
 
 /// Sets `memory.max`, and where present `memory.swap.max = 0` (no swap) and
 /// `memory.oom.group = 1` (an OOM kill takes the whole box).
@@ -24,14 +24,9 @@ pub(super) fn set_memory(fs: &Fs, dir: &Path, bytes: u64) -> Result<(), CgroupEr
     Ok(())
 }
 
-/// `usage_usec` of `cpu.stat`, which every v2 cgroup has, in nanoseconds.
-pub(super) fn cpu_ns(dir: &Path) -> Result<u64, CgroupError> {
-    Ok(read_keyed(&dir.join("cpu.stat"), "usage_usec")?.saturating_mul(1000))
-}
-
 /// The peak since `reset` (a descriptor from [`reset_peak`]), else
-/// `memory.peak` (kernel 5.19 and later), else `memory.current`.
-pub(super) fn memory_peak(dir: &Path, reset: Option<&File>) -> Result<u64, CgroupError> {
+/// `memory.peak` (kernel 5.19 and later); `None` without either.
+pub(super) fn memory_peak(dir: &Path, reset: Option<&File>) -> Result<Option<u64>, CgroupError> {
     let peak = dir.join("memory.peak");
     if let Some(file) = reset {
         let mut buf = [0u8; 32];
@@ -40,17 +35,14 @@ pub(super) fn memory_peak(dir: &Path, reset: Option<&File>) -> Result<u64, Cgrou
         return text
             .trim()
             .parse()
+            .map(Some)
             .map_err(|_| CgroupError::Parse { path: peak, reason: format!("not a number: {:?}", text.trim()) });
     }
     if peak.exists() {
-        read_u64(&peak)
+        read_u64(&peak).map(Some)
     } else {
-        memory_current(dir)
+        Ok(None)
     }
-}
-
-pub(super) fn memory_current(dir: &Path) -> Result<u64, CgroupError> {
-    read_u64(&dir.join("memory.current"))
 }
 
 /// Opens `memory.peak` and resets the peak seen through that descriptor to
@@ -59,11 +51,6 @@ pub(super) fn reset_peak(dir: &Path) -> Option<File> {
     let mut file = OpenOptions::new().read(true).write(true).open(dir.join("memory.peak")).ok()?;
     file.write_all(b"reset\n").ok()?;
     Some(file)
-}
-
-/// `oom_kill N` in `memory.events`: OOM kills in the cgroup since it was made.
-pub(super) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
-    read_keyed(&dir.join("memory.events"), "oom_kill")
 }
 
 /// Enables `required` controllers for the children of `dir` (those not yet
