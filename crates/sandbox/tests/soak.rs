@@ -89,8 +89,9 @@ fn two_thousand_runs_leave_nothing_behind() {
         })
         .expect("sandbox starts"),
     );
-    // Every slot's next box is prepared in the background (a launcher and
-    // its pipes each): count descriptors once that is done.
+    // Every slot's next box is prepared in the background (an init's
+    // pidfd and socket, the cgroup's counter files): count descriptors once
+    // that is done.
     sandbox.settle();
     let fds_before = fd_count();
     let threads: Vec<_> = (0..SLOTS)
@@ -174,4 +175,71 @@ fn runs_without_prepared_boxes_leave_nothing_behind() {
     assert_eq!(fd_count(), fds_before, "descriptors leaked");
     drop(sandbox);
     let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+#[test]
+fn a_reused_slot_reports_each_runs_own_figures() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let instance = format!("reuse-{}", std::process::id());
+    let state_dir = format!("/tmp/evald-reuse-{}", std::process::id());
+    let sandbox = Sandbox::new(SandboxConfig {
+        instance: instance.clone(),
+        state_dir: state_dir.clone().into(),
+        uid_base: UID_BASE + 200,
+        slots: 1,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox starts");
+    sandbox.settle();
+    let first = sandbox.prepared_cgroups();
+    assert!(!first.is_empty(), "the slot's box is prepared");
+    let python = |source: &str, memory: u64| {
+        let mut s = RunSpec::new("/usr/bin/python3", vec!["-c".into(), source.into()]);
+        s.limits.memory_bytes = memory;
+        s
+    };
+    let quiet = || {
+        let o = sandbox.run(&RunSpec::new("/bin/true", vec![])).expect("run starts");
+        assert_eq!(o.status, Status::Ok, "{}", brief(&o));
+        assert!(!o.process_limit_hit, "an earlier run's failed forks do not count: {}", brief(&o));
+        assert!(o.cpu_time < Duration::from_millis(200), "an earlier run's CPU time does not count: {}", brief(&o));
+        assert!(o.memory_bytes < 8 << 20, "an earlier run's peak does not count: {}", brief(&o));
+    };
+
+    let bomb = sandbox.run(&spec("exec 2>/dev/null; b() { b | b & }; b; exec sleep 1000", 1500)).expect("run starts");
+    assert_eq!(bomb.status, Status::TimeLimitWall, "{}", brief(&bomb));
+    assert!(bomb.process_limit_hit, "{}", brief(&bomb));
+    quiet();
+
+    let hog = sandbox
+        .run(&python("blocks = []\nwhile True:\n    blocks.append(b'x' * (1 << 20))\n", 64 << 20))
+        .expect("run starts");
+    assert_eq!(hog.status, Status::MemoryLimit, "{}", brief(&hog));
+    quiet();
+
+    let mut spin = spec("while :; do :; done", 5000);
+    spin.limits.cpu_time = Duration::from_millis(300);
+    let spin = sandbox.run(&spin).expect("run starts");
+    assert_eq!(spin.status, Status::TimeLimitCpu, "{}", brief(&spin));
+    quiet();
+
+    // A run's own peak is all there: 32 MiB touched after a 64 MiB bomb.
+    let o =
+        sandbox.run(&python("b = bytearray(32 << 20)\nb[::4096] = b'x' * (8 << 10)\n", 64 << 20)).expect("run starts");
+    assert_eq!(o.status, Status::Ok, "{}", brief(&o));
+    assert!((32 << 20..48 << 20).contains(&o.memory_bytes), "{}", brief(&o));
+
+    sandbox.settle();
+    assert_eq!(sandbox.prepared_cgroups(), first, "the slot's cgroups serve every run");
+    drop(sandbox);
+    assert_eq!(box_cgroups(&instance), Vec::<PathBuf>::new(), "cgroups left after the sandbox was dropped");
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+/// An outcome without its output.
+fn brief(o: &evald_sandbox::Outcome) -> String {
+    format!(
+        "{:?} exit {:?} signal {:?} cpu {:?} memory {} processes capped {} error {:?}",
+        o.status, o.exit_code, o.signal, o.cpu_time, o.memory_bytes, o.process_limit_hit, o.error
+    )
 }

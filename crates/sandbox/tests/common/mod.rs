@@ -269,7 +269,7 @@ impl Attack {
             }
         }
         // Besides the boxes prepared for the next runs (each holding just
-        // its launcher, one process that is not the box user's), nothing.
+        // its init, one process that is not the box user's), nothing.
         let prepared = h.sandbox.prepared_cgroups();
         for parent in &h.cgroup_parents {
             match fs::read_dir(parent) {
@@ -502,15 +502,14 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Descriptor numbers and targets of this process.
-/// Open descriptors of this process, except those of the launchers of
-/// prepared boxes (replaced after every run of their slot).
+/// Open descriptors of this process, except those held for prepared boxes
+/// (their inits are replaced after every run of their slot).
 fn open_fds(sandbox: &Sandbox) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let launchers: BTreeSet<String> = sandbox.prepared_fds().iter().map(|fd| fd.to_string()).collect();
+    let prepared: BTreeSet<String> = sandbox.prepared_fds().iter().map(|fd| fd.to_string()).collect();
     let Ok(entries) = fs::read_dir("/proc/self/fd") else { return out };
     for e in entries.flatten() {
-        if launchers.contains(&*e.file_name().to_string_lossy()) {
+        if prepared.contains(&*e.file_name().to_string_lossy()) {
             continue;
         }
         let target = fs::read_link(e.path()).map(|t| t.display().to_string()).unwrap_or_default();
