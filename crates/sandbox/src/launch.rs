@@ -927,9 +927,9 @@ unsafe fn payload(l: &Launch, err: RawFd) -> ! {
         if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
             payload_fail(err, step::PAYLOAD_CAPS);
         }
-        // Raw system calls, not glibc's wrappers: in a child forked from a
-        // multi-threaded process glibc still believes the other threads
-        // exist and would wait forever for them to change their ids too.
+        // Raw system calls, not glibc's wrappers: this process was made by
+        // raw clones, and glibc's wrappers signal every thread they believe
+        // exists to change its ids too (which hangs when one does not).
         if libc::syscall(libc::SYS_setgroups, 0usize, ptr::null::<libc::gid_t>()) != 0
             || libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) != 0
             || libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) != 0
