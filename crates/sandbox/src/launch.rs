@@ -630,10 +630,11 @@ impl BoxInit {
     /// and socket (on which its report comes).
     pub(crate) fn run(mut self, plan: &Plan, fds: &[RawFd]) -> io::Result<(libc::pid_t, OwnedFd, OwnedFd)> {
         let body = postcard::to_stdvec(plan).map_err(io::Error::other)?;
+        let pidfd = self.pidfd.try_clone()?;
         send_with_fds(self.chan(), &header(request::RUN, fds.len(), body.len() as u64), fds)?;
         write_all(self.chan(), &body)?;
+        // From here the caller's pidfd watches the init (see `Drop`).
         let chan = self.chan.take().ok_or_else(|| io::Error::other("no socket"))?;
-        let pidfd = self.pidfd.try_clone()?;
         Ok((self.pid, pidfd, chan))
     }
 }
@@ -751,7 +752,7 @@ struct Launch<'a> {
 ///
 /// # Safety
 /// Only in a box init.
-unsafe fn run_plan(st: RawFd, ctx: &BoxContext, mut plan: Plan, fds: Vec<OwnedFd>) -> ! {
+unsafe fn run_plan(st: RawFd, ctx: &BoxContext, mut plan: Plan, mut fds: Vec<OwnedFd>) -> ! {
     let fd = |i: usize| fds.get(i).map_or(-1, AsRawFd::as_raw_fd);
     let (stdin, stdout, stderr) = (fd(0), fd(1), fd(2));
     let workspace = if plan.workspace { fd(3) } else { -1 };
@@ -781,9 +782,8 @@ unsafe fn run_plan(st: RawFd, ctx: &BoxContext, mut plan: Plan, fds: Vec<OwnedFd
                 fail(st, step::OPS + i as u32);
             }
         }
-        if workspace >= 0 {
-            libc::close(workspace);
-        }
+        // The workspace is attached: keep only stdin, stdout and stderr.
+        fds.truncate(3);
         let mut argv: Vec<*const c_char> = plan.argv.iter().map(|s| s.as_ptr()).collect();
         argv.push(ptr::null());
         let mut envp: Vec<*const c_char> = plan.env.iter().map(|s| s.as_ptr()).collect();
