@@ -363,7 +363,8 @@ fn serve(config: evald_server::ServerConfig) -> Result<ExitCode> {
     if let Err(e) = evald_sandbox::raise_fd_limit() {
         tracing::warn!(error = %e, "could not raise the open files limit");
     }
+    let sandbox = evald_server::sandbox(&config)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(evald_server::serve(config))?;
+    runtime.block_on(evald_server::serve(config, sandbox))?;
     Ok(ExitCode::SUCCESS)
 }

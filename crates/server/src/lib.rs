@@ -688,18 +688,25 @@ pub fn state_options(config: &ServerConfig) -> anyhow::Result<StateOptions> {
     Ok(options)
 }
 
-/// Runs the server until SIGTERM or SIGINT, then stops accepting and lets
-/// in-flight runs finish within the grace period.
-pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let options = state_options(&config)?;
-    let sandbox = evald_sandbox::Sandbox::new(evald_sandbox::SandboxConfig {
+/// The sandbox `config` asks for. Make it before the async runtime: the
+/// sandbox's zygote, forked then, copies fewer threads' mappings, and every
+/// box init is a copy of the zygote.
+pub fn sandbox(config: &ServerConfig) -> anyhow::Result<evald_sandbox::Sandbox> {
+    evald_sandbox::Sandbox::new(evald_sandbox::SandboxConfig {
         instance: config.instance.clone(),
         state_dir: config.state_dir.clone(),
         uid_base: config.uid_base,
         slots: config.slots,
         ..evald_sandbox::SandboxConfig::default()
     })
-    .context("starting the sandbox")?;
+    .context("starting the sandbox")
+}
+
+/// Runs the server with `sandbox` (see [`sandbox`]) until SIGTERM or
+/// SIGINT, then stops accepting and lets in-flight runs finish within the
+/// grace period.
+pub async fn serve(config: ServerConfig, sandbox: evald_sandbox::Sandbox) -> anyhow::Result<()> {
+    let options = state_options(&config)?;
     let catalogue = evald_engine::Catalogue::load_dir(&config.languages_dir)
         .with_context(|| format!("loading the languages of {}", config.languages_dir.display()))?;
     let languages = tokio::task::spawn_blocking(move || evald_engine::catalogue::detect_installed(&catalogue))
