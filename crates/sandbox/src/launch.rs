@@ -405,17 +405,23 @@ pub(crate) struct BoxContext {
 }
 
 /// The host's handle on the zygote process (see the module docs). Requests
-/// are served one at a time.
+/// are served one at a time. A zygote that died (killed from outside) is
+/// replaced with [`Zygote::restart`].
 pub(crate) struct Zygote {
-    ctl: Mutex<Option<OwnedFd>>,
+    process: Mutex<ZygoteProcess>,
+}
+
+/// One zygote process: its socket and pidfd. Dropping it closes the socket
+/// (the zygote then exits) and reaps it.
+struct ZygoteProcess {
+    ctl: Option<OwnedFd>,
+    pid: libc::pid_t,
     pidfd: OwnedFd,
 }
 
-impl Zygote {
-    /// Forks the zygote. Its parent is the calling thread: when that thread
-    /// ends, the kernel kills the zygote (`PR_SET_PDEATHSIG`), so call it
-    /// from a thread that lives as long as the sandbox.
-    pub(crate) fn start(ctx: &BoxContext) -> io::Result<Zygote> {
+impl ZygoteProcess {
+    /// Forks a zygote; see [`Zygote::start`].
+    fn fork(ctx: &BoxContext) -> io::Result<ZygoteProcess> {
         let (host_end, zygote_end) = socket_pair(libc::SOCK_SEQPACKET)?;
         // SAFETY: glibc's fork leaves the allocator usable in the child,
         // which is single-threaded and runs only `zygote_main`.
@@ -442,43 +448,20 @@ impl Zygote {
         }
         // SAFETY: a fresh descriptor nobody else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        Ok(Zygote { ctl: Mutex::new(Some(host_end)), pidfd })
+        Ok(ZygoteProcess { ctl: Some(host_end), pid, pidfd })
     }
 
-    /// Descriptors held for the zygote.
-    pub(crate) fn fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.pidfd.as_raw_fd()];
-        if let Ok(ctl) = self.ctl.lock() {
-            fds.extend(ctl.as_ref().map(AsRawFd::as_raw_fd));
-        }
-        fds
-    }
-
-    /// Has the zygote fork a box init for `slot`: pid 1 of new pid, mount
-    /// (a copy of the template), ipc and uts namespaces, in the slot's
-    /// network namespace, waiting for requests.
-    pub(crate) fn new_box(&self, slot: u32) -> io::Result<BoxInit> {
-        let ctl = self.ctl.lock().map_err(|_| io::Error::other("the zygote lock is poisoned"))?;
-        let sock = ctl.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        send_with_fds(sock, &slot.to_ne_bytes(), &[])?;
-        let mut reply = [0u8; 8];
-        let fds = recv_with_fds(sock, &mut reply, 2)?.ok_or_else(|| io::Error::other("the zygote is gone"))?;
-        let pid = i32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]);
-        let err = i32::from_ne_bytes([reply[4], reply[5], reply[6], reply[7]]);
-        let mut fds = fds.into_iter();
-        match (pid, fds.next(), fds.next()) {
-            (pid, Some(pidfd), Some(chan)) if pid > 0 => Ok(BoxInit { pid, pidfd, chan: Some(chan) }),
-            _ => Err(io::Error::from_raw_os_error(if err == 0 { libc::EPROTO } else { err })),
-        }
+    fn alive(&self) -> bool {
+        let mut p = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: polling one valid pollfd without waiting.
+        unsafe { libc::poll(&mut p, 1, 0) == 0 }
     }
 }
 
-impl Drop for Zygote {
+impl Drop for ZygoteProcess {
     fn drop(&mut self) {
         // End of file on its socket ends the zygote; then reap it.
-        if let Ok(mut ctl) = self.ctl.lock() {
-            ctl.take();
-        }
+        self.ctl = None;
         loop {
             // SAFETY: siginfo_t is plain old data; waitid on our child's pidfd.
             let r = unsafe {
@@ -488,6 +471,67 @@ impl Drop for Zygote {
             if r == 0 || errno() != libc::EINTR {
                 return;
             }
+        }
+    }
+}
+
+impl Zygote {
+    /// Forks the zygote. Its parent is the calling thread: when that thread
+    /// ends, the kernel kills the zygote (`PR_SET_PDEATHSIG`), so call it
+    /// (and [`Zygote::restart`]) from a thread that lives as long as the
+    /// sandbox.
+    pub(crate) fn start(ctx: &BoxContext) -> io::Result<Zygote> {
+        Ok(Zygote { process: Mutex::new(ZygoteProcess::fork(ctx)?) })
+    }
+
+    fn process(&self) -> io::Result<std::sync::MutexGuard<'_, ZygoteProcess>> {
+        self.process.lock().map_err(|_| io::Error::other("the zygote lock is poisoned"))
+    }
+
+    /// Whether the zygote process is running.
+    pub(crate) fn alive(&self) -> bool {
+        self.process().is_ok_and(|p| p.alive())
+    }
+
+    /// Replaces a zygote that died by a new one; returns whether it did.
+    /// Box inits of the dead one died with it (`PR_SET_PDEATHSIG`).
+    pub(crate) fn restart(&self, ctx: &BoxContext) -> io::Result<bool> {
+        let mut process = self.process()?;
+        if process.alive() {
+            return Ok(false);
+        }
+        *process = ZygoteProcess::fork(ctx)?;
+        Ok(true)
+    }
+
+    /// The zygote's pid.
+    pub(crate) fn pid(&self) -> Option<libc::pid_t> {
+        self.process().ok().map(|p| p.pid)
+    }
+
+    /// Descriptors held for the zygote.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        let Ok(p) = self.process() else { return Vec::new() };
+        let mut fds = vec![p.pidfd.as_raw_fd()];
+        fds.extend(p.ctl.as_ref().map(AsRawFd::as_raw_fd));
+        fds
+    }
+
+    /// Has the zygote fork a box init for `slot`: pid 1 of new pid, mount
+    /// (a copy of the template), ipc and uts namespaces, in the slot's
+    /// network namespace, waiting for requests.
+    pub(crate) fn new_box(&self, slot: u32) -> io::Result<BoxInit> {
+        let process = self.process()?;
+        let sock = process.ctl.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        send_with_fds(sock, &slot.to_ne_bytes(), &[])?;
+        let mut reply = [0u8; 8];
+        let fds = recv_with_fds(sock, &mut reply, 2)?.ok_or_else(|| io::Error::other("the zygote is gone"))?;
+        let pid = i32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]);
+        let err = i32::from_ne_bytes([reply[4], reply[5], reply[6], reply[7]]);
+        let mut fds = fds.into_iter();
+        match (pid, fds.next(), fds.next()) {
+            (pid, Some(pidfd), Some(chan)) if pid > 0 => Ok(BoxInit { pid, pidfd, chan: Some(chan) }),
+            _ => Err(io::Error::from_raw_os_error(if err == 0 { libc::EPROTO } else { err })),
         }
     }
 }
@@ -597,6 +641,13 @@ pub(crate) struct BoxInit {
 }
 
 impl BoxInit {
+    /// Whether the init is still running.
+    pub(crate) fn alive(&self) -> bool {
+        let mut p = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: polling one valid pollfd without waiting.
+        unsafe { libc::poll(&mut p, 1, 0) == 0 }
+    }
+
     /// Descriptors held for this init.
     pub(crate) fn fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.pidfd.as_raw_fd()];

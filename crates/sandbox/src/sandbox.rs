@@ -141,6 +141,9 @@ enum Job {
     Teardown(Box<Teardown>),
     /// Prepare a box for a slot (at start-up).
     Prepare(Arc<Inner>, u32),
+    /// Replace a dead zygote and prepare again the boxes that died with
+    /// it; then signal the sender.
+    RestartZygote(Arc<Inner>, mpsc::Sender<()>),
 }
 
 /// A slot's next box: its cgroups, with its init (forked by the zygote, in
@@ -186,8 +189,9 @@ impl Prepared {
 }
 
 /// Prepares the next box of `slot` unless one is ready, in `reused` (the
-/// slot's cgroups after their last run) if given.
-fn prepare(inner: &Inner, slot: u32, reused: Option<BoxCgroup>) {
+/// slot's cgroups after their last run) if given. With `ctx` (on the reaper
+/// thread), a dead zygote is replaced first.
+fn prepare(inner: &Inner, ctx: Option<&BoxContext>, slot: u32, reused: Option<BoxCgroup>) {
     if inner.closing.load(Ordering::Relaxed) || !inner.config.prepare_ahead {
         return;
     }
@@ -198,7 +202,14 @@ fn prepare(inner: &Inner, slot: u32, reused: Option<BoxCgroup>) {
     // The usual limits; a run with others rewrites what differs.
     let defaults = Limits::default();
     let limits = CgroupLimits { memory_bytes: defaults.memory_bytes, pids: defaults.processes.into() };
-    match Prepared::new(inner, slot, &limits, reused) {
+    let prepared = match (Prepared::new(inner, slot, &limits, reused), ctx) {
+        (Err(_), Some(ctx)) if !inner.zygote.alive() => {
+            restart_zygote(inner, ctx);
+            Prepared::new(inner, slot, &limits, None)
+        }
+        (result, _) => result,
+    };
+    match prepared {
         Ok(p) => {
             if let Ok(mut all) = inner.prepared.lock() {
                 if let Some(entry) = all.get_mut(slot as usize) {
@@ -210,8 +221,40 @@ fn prepare(inner: &Inner, slot: u32, reused: Option<BoxCgroup>) {
     }
 }
 
+/// Replaces a dead zygote (see `Zygote::restart`) and prepares again the
+/// idle slots' boxes, whose inits died with it. On the reaper thread.
+fn restart_zygote(inner: &Inner, ctx: &BoxContext) {
+    match inner.zygote.restart(ctx) {
+        Ok(true) => tracing::warn!("the zygote had ended; started a new one"),
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "starting a new zygote");
+            return;
+        }
+    }
+    for slot in 0..inner.config.slots {
+        let dead = inner.prepared.lock().ok().and_then(|mut all| {
+            let entry = all.get_mut(slot as usize)?;
+            if entry.as_ref().is_some_and(|p| !p.init.alive()) {
+                entry.take()
+            } else {
+                None
+            }
+        });
+        if let Some(Prepared { init, cgroup }) = dead {
+            drop(init);
+            prepare(inner, None, slot, cgroup.reusable().then_some(cgroup));
+        }
+    }
+    let free: Vec<u32> = inner.free_slots.lock().map(|f| f.clone()).unwrap_or_default();
+    for slot in free {
+        prepare(inner, None, slot, None);
+    }
+}
+
 impl Teardown {
-    fn run(mut self) {
+    /// `ctx`: on the reaper thread, to replace a dead zygote.
+    fn run(mut self, ctx: Option<&BoxContext>) {
         // SAFETY: signalling through our own pidfd. The init exits by itself
         // after its report; the kill only hurries along whatever the payload
         // left behind. ESRCH (already reaped) is fine.
@@ -227,7 +270,7 @@ impl Teardown {
             }
         }
         if let Some(slot) = self.slot.slot {
-            prepare(inner, slot, reuse.then_some(self.cgroup));
+            prepare(inner, ctx, slot, reuse.then_some(self.cgroup));
         }
     }
 }
@@ -263,7 +306,7 @@ impl Pending {
 
 /// Starts the thread that tears finished boxes down and prepares the next
 /// ones. It forks the zygote first (which dies with this thread) and
-/// returns it.
+/// returns it; it keeps `ctx` to fork another if that one dies.
 fn start_reaper(pending: Arc<Pending>, ctx: BoxContext) -> io::Result<(mpsc::Sender<Job>, Zygote)> {
     let (tx, rx) = mpsc::channel::<Job>();
     let (zygote_tx, zygote_rx) = mpsc::channel();
@@ -278,16 +321,18 @@ fn start_reaper(pending: Arc<Pending>, ctx: BoxContext) -> io::Result<(mpsc::Sen
             libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
         }
         let started = Zygote::start(&ctx);
-        // The zygote holds its own copies of the namespaces.
-        drop(ctx);
         let ok = started.is_ok();
         if zygote_tx.send(started).is_err() || !ok {
             return;
         }
         for job in rx {
             match job {
-                Job::Teardown(teardown) => teardown.run(),
-                Job::Prepare(inner, slot) => prepare(&inner, slot, None),
+                Job::Teardown(teardown) => teardown.run(Some(&ctx)),
+                Job::Prepare(inner, slot) => prepare(&inner, Some(&ctx), slot, None),
+                Job::RestartZygote(inner, done) => {
+                    restart_zygote(&inner, &ctx);
+                    let _ = done.send(());
+                }
             }
             pending.finish_one();
         }
@@ -451,6 +496,11 @@ impl Sandbox {
         self.inner.zygote.fds()
     }
 
+    /// The pid of the zygote, the process that forks every box init.
+    pub fn zygote_pid(&self) -> Option<libc::pid_t> {
+        self.inner.zygote.pid()
+    }
+
     /// Slots not in use right now.
     pub fn free_slots(&self) -> usize {
         self.inner.free_slots.lock().map(|s| s.len()).unwrap_or(0)
@@ -510,11 +560,11 @@ impl Sandbox {
                 // allows (the page cache its earlier runs left charged, which
                 // the kernel could not reclaim): start over in new cgroups.
                 tracing::debug!(slot, error = %e, "limits refused; new cgroups for this run");
-                Prepared::new(&self.inner, slot, &limits, None)?
+                self.new_box(slot, &limits)?
             }
-            None => Prepared::new(&self.inner, slot, &limits, None)?,
+            None => self.new_box(slot, &limits)?,
         };
-        let Prepared { init, cgroup } = prepared;
+        let Prepared { init, mut cgroup } = prepared;
         let uid = match workspace {
             Some(_) => self.workspace_uid(),
             None => self.inner.config.uid_base + slot,
@@ -529,7 +579,17 @@ impl Sandbox {
         let mut fds = vec![stdio.child_stdin, stdio.child_stdout, stdio.child_stderr];
         fds.extend(workspace_dir.as_ref().map(|f| f.as_raw_fd()));
         // On failure the init is killed (dropped) before its cgroups go.
-        let (pid, pidfd, status_read) = init.run(&plan, &fds).map_err(io_err("starting the box"))?;
+        let (pid, pidfd, status_read) = match init.run(&plan, &fds) {
+            Ok(started) => started,
+            Err(e) => {
+                // A prepared init that died (its zygote ended, or it was
+                // killed from outside): once more in a new box.
+                tracing::warn!(slot, error = %e, "a prepared box is gone; starting a new one");
+                let fresh = self.new_box(slot, &limits)?;
+                cgroup = fresh.cgroup;
+                fresh.init.run(&plan, &fds).map_err(io_err("starting the box"))?
+            }
+        };
         let started = Instant::now();
         drop(workspace_dir);
         let parent_ends = stdio.into_parent_ends();
@@ -552,6 +612,25 @@ impl Sandbox {
             finished: false,
             ops: plan.ops,
         })
+    }
+
+    /// A box for `slot` made now (no prepared one), with `limits`; replaces
+    /// the zygote first if it died.
+    fn new_box(&self, slot: u32, limits: &CgroupLimits) -> Result<Prepared, SandboxError> {
+        match Prepared::new(&self.inner, slot, limits, None) {
+            Err(_) if !self.inner.zygote.alive() => {
+                // Only the reaper thread may fork a zygote (it is the
+                // zygote's parent): ask it, wait (bounded), try again.
+                let (tx, rx) = mpsc::channel();
+                self.inner.teardowns.add();
+                if self.inner.reaper.send(Job::RestartZygote(self.inner.clone(), tx)).is_err() {
+                    self.inner.teardowns.finish_one();
+                }
+                let _ = rx.recv_timeout(TEARDOWN_WAIT);
+                Prepared::new(&self.inner, slot, limits, None)
+            }
+            result => result,
+        }
     }
 
     /// Takes a free slot. When every slot is taken but some are only
@@ -1267,7 +1346,7 @@ impl Running {
         inner.teardowns.add();
         if let Err(unsent) = inner.reaper.send(Job::Teardown(Box::new(teardown))) {
             if let Job::Teardown(t) = unsent.0 {
-                t.run();
+                t.run(None);
             }
             inner.teardowns.finish_one();
         }

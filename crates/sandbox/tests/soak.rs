@@ -243,3 +243,79 @@ fn brief(o: &evald_sandbox::Outcome) -> String {
         o.status, o.exit_code, o.signal, o.cpu_time, o.memory_bytes, o.process_limit_hit, o.error
     )
 }
+
+/// Pids of the processes whose parent is `parent`.
+fn children_of(parent: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|p| p.trim().parse::<i32>().ok());
+        if ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (at most 5 s) for the process behind `pidfd` to end; false if it
+/// did not.
+fn await_end(pidfd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: polling one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 5000) == 1 }
+}
+
+fn pidfd(pid: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    assert!(fd >= 0, "pidfd_open {pid}: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor owned by nobody else.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+#[test]
+fn runs_go_on_when_the_zygote_is_killed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let instance = format!("zygote-{}", std::process::id());
+    let state_dir = format!("/tmp/evald-zygote-{}", std::process::id());
+    let sandbox = Sandbox::new(SandboxConfig {
+        instance: instance.clone(),
+        state_dir: state_dir.clone().into(),
+        uid_base: UID_BASE + 300,
+        slots: 2,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox starts");
+    sandbox.settle();
+    let fds_before = fd_count();
+    let zygote = sandbox.zygote_pid().expect("a zygote runs");
+    let inits = children_of(zygote);
+    assert_eq!(inits.len(), 2, "one prepared init per slot");
+    let watched: Vec<_> = std::iter::once(zygote).chain(inits).map(pidfd).collect();
+    // SAFETY: kill only sends a signal, to the zygote this process forked.
+    assert_eq!(unsafe { libc::kill(zygote, libc::SIGKILL) }, 0);
+    for fd in &watched {
+        assert!(await_end(fd), "the zygote and its prepared inits end");
+    }
+    drop(watched);
+    for i in 0..6 {
+        let o = sandbox.run(&spec("echo ok", 5000)).expect("run starts");
+        assert_eq!((o.status, &o.stdout[..]), (Status::Ok, &b"ok\n"[..]), "run {i}: {}", brief(&o));
+    }
+    let replaced = sandbox.zygote_pid().expect("a zygote runs");
+    assert_ne!(replaced, zygote, "a new zygote");
+    sandbox.settle();
+    assert_eq!(children_of(replaced).len(), 2, "both slots prepared again");
+    assert_eq!(fd_count(), fds_before, "descriptors leaked");
+    let mut left = box_cgroups(&instance);
+    let mut prepared = sandbox.prepared_cgroups();
+    left.sort();
+    prepared.sort();
+    assert_eq!(left, prepared, "box cgroups left besides the prepared ones");
+    drop(sandbox);
+    assert_eq!(box_cgroups(&instance), Vec::<PathBuf>::new(), "cgroups left after the sandbox was dropped");
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
