@@ -452,9 +452,7 @@ impl ZygoteProcess {
     }
 
     fn alive(&self) -> bool {
-        let mut p = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: polling one valid pollfd without waiting.
-        unsafe { libc::poll(&mut p, 1, 0) == 0 }
+        !exited(self.pidfd.as_raw_fd(), 0)
     }
 }
 
@@ -507,14 +505,6 @@ impl Zygote {
     /// The zygote's pid.
     pub(crate) fn pid(&self) -> Option<libc::pid_t> {
         self.process().ok().map(|p| p.pid)
-    }
-
-    /// Descriptors held for the zygote.
-    pub(crate) fn fds(&self) -> Vec<RawFd> {
-        let Ok(p) = self.process() else { return Vec::new() };
-        let mut fds = vec![p.pidfd.as_raw_fd()];
-        fds.extend(p.ctl.as_ref().map(AsRawFd::as_raw_fd));
-        fds
     }
 
     /// Has the zygote fork a box init for `slot`: pid 1 of new pid, mount
@@ -643,9 +633,7 @@ pub(crate) struct BoxInit {
 impl BoxInit {
     /// Whether the init is still running.
     pub(crate) fn alive(&self) -> bool {
-        let mut p = libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: polling one valid pollfd without waiting.
-        unsafe { libc::poll(&mut p, 1, 0) == 0 }
+        !exited(self.pidfd.as_raw_fd(), 0)
     }
 
     /// Descriptors held for this init.
@@ -709,12 +697,18 @@ impl Drop for BoxInit {
 /// not our children: the zygote's, reaped by the kernel). A box init exits
 /// only after every process of its pid namespace is gone.
 pub(crate) fn wait_exited(pidfd: std::os::fd::BorrowedFd<'_>) {
-    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    exited(pidfd.as_raw_fd(), -1);
+}
+
+/// Whether the process behind `pidfd` exited within `timeout_ms` (0: now;
+/// -1: waits for it). A poll error counts as exited: nothing to wait for.
+fn exited(pidfd: RawFd, timeout_ms: c_int) -> bool {
+    let mut p = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
     loop {
         // SAFETY: polling one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, -1) };
-        if r > 0 || (r < 0 && errno() != libc::EINTR) {
-            return;
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r >= 0 || errno() != libc::EINTR {
+            return r != 0;
         }
     }
 }

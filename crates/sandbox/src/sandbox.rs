@@ -491,11 +491,6 @@ impl Sandbox {
         prepared.iter().flatten().flat_map(|p| p.init.fds().into_iter().chain(p.cgroup.fds())).collect()
     }
 
-    /// The descriptors held for the zygote (its pidfd and socket).
-    pub fn zygote_fds(&self) -> Vec<RawFd> {
-        self.inner.zygote.fds()
-    }
-
     /// The pid of the zygote, the process that forks every box init.
     pub fn zygote_pid(&self) -> Option<libc::pid_t> {
         self.inner.zygote.pid()

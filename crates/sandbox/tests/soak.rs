@@ -34,11 +34,12 @@ fn box_processes() -> Vec<String> {
     found
 }
 
-fn mounts_under(dir: &str) -> Vec<String> {
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.split_whitespace().nth(4).is_some_and(|m| m.starts_with(dir)))
+        .filter(|l| l.split_whitespace().nth(4).is_some_and(|m| m.starts_with(&*dir)))
         .map(str::to_owned)
         .collect()
 }
@@ -68,6 +69,20 @@ fn box_cgroups(instance: &str) -> Vec<PathBuf> {
     found
 }
 
+/// A sandbox configuration of its own for one test: instance
+/// `<tag>-<pid>`, state in `/tmp/evald-<tag>-<pid>`, box users from
+/// `UID_BASE + uid_offset`.
+fn config(tag: &str, uid_offset: u32, slots: u32) -> SandboxConfig {
+    let pid = std::process::id();
+    SandboxConfig {
+        instance: format!("{tag}-{pid}"),
+        state_dir: format!("/tmp/evald-{tag}-{pid}").into(),
+        uid_base: UID_BASE + uid_offset,
+        slots,
+        ..SandboxConfig::default()
+    }
+}
+
 fn spec(script: &str, wall_ms: u64) -> RunSpec {
     let mut s = RunSpec::new("/bin/sh", vec!["-c".into(), script.into()]);
     s.limits = Limits { wall_time: Duration::from_millis(wall_ms), processes: 16, ..Limits::default() };
@@ -77,18 +92,9 @@ fn spec(script: &str, wall_ms: u64) -> RunSpec {
 #[test]
 fn two_thousand_runs_leave_nothing_behind() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let instance = format!("soak-{}", std::process::id());
-    let state_dir = format!("/tmp/evald-soak-{}", std::process::id());
-    let sandbox = Arc::new(
-        Sandbox::new(SandboxConfig {
-            instance: instance.clone(),
-            state_dir: state_dir.clone().into(),
-            uid_base: UID_BASE,
-            slots: SLOTS,
-            ..SandboxConfig::default()
-        })
-        .expect("sandbox starts"),
-    );
+    let config = config("soak", 0, SLOTS);
+    let (instance, state_dir) = (config.instance.clone(), config.state_dir.clone());
+    let sandbox = Arc::new(Sandbox::new(config).expect("sandbox starts"));
     // Every slot's next box is prepared in the background (an init's
     // pidfd and socket, the cgroup's counter files): count descriptors once
     // that is done.
@@ -143,17 +149,9 @@ fn two_thousand_runs_leave_nothing_behind() {
 #[test]
 fn runs_without_prepared_boxes_leave_nothing_behind() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let instance = format!("cold-{}", std::process::id());
-    let state_dir = format!("/tmp/evald-cold-{}", std::process::id());
-    let sandbox = Sandbox::new(SandboxConfig {
-        instance: instance.clone(),
-        state_dir: state_dir.clone().into(),
-        uid_base: UID_BASE + 100,
-        slots: 2,
-        prepare_ahead: false,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox starts");
+    let config = SandboxConfig { prepare_ahead: false, ..config("cold", 100, 2) };
+    let (instance, state_dir) = (config.instance.clone(), config.state_dir.clone());
+    let sandbox = Sandbox::new(config).expect("sandbox starts");
     let fds_before = fd_count();
     for i in 0..40 {
         let (spec, want) = match i % 4 {
@@ -180,16 +178,9 @@ fn runs_without_prepared_boxes_leave_nothing_behind() {
 #[test]
 fn a_reused_slot_reports_each_runs_own_figures() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let instance = format!("reuse-{}", std::process::id());
-    let state_dir = format!("/tmp/evald-reuse-{}", std::process::id());
-    let sandbox = Sandbox::new(SandboxConfig {
-        instance: instance.clone(),
-        state_dir: state_dir.clone().into(),
-        uid_base: UID_BASE + 200,
-        slots: 1,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox starts");
+    let config = config("reuse", 200, 1);
+    let (instance, state_dir) = (config.instance.clone(), config.state_dir.clone());
+    let sandbox = Sandbox::new(config).expect("sandbox starts");
     sandbox.settle();
     let first = sandbox.prepared_cgroups();
     assert!(!first.is_empty(), "the slot's box is prepared");
@@ -279,16 +270,9 @@ fn pidfd(pid: i32) -> std::os::fd::OwnedFd {
 #[test]
 fn runs_go_on_when_the_zygote_is_killed() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let instance = format!("zygote-{}", std::process::id());
-    let state_dir = format!("/tmp/evald-zygote-{}", std::process::id());
-    let sandbox = Sandbox::new(SandboxConfig {
-        instance: instance.clone(),
-        state_dir: state_dir.clone().into(),
-        uid_base: UID_BASE + 300,
-        slots: 2,
-        ..SandboxConfig::default()
-    })
-    .expect("sandbox starts");
+    let config = config("zygote", 300, 2);
+    let (instance, state_dir) = (config.instance.clone(), config.state_dir.clone());
+    let sandbox = Sandbox::new(config).expect("sandbox starts");
     sandbox.settle();
     let fds_before = fd_count();
     let zygote = sandbox.zygote_pid().expect("a zygote runs");

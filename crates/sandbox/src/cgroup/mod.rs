@@ -649,7 +649,7 @@ pub struct BoxCgroup {
     base: Baseline,
     /// v2: `memory.peak`, reset through this descriptor at the start of the
     /// period (its peak then counts from there, kernel 6.12 and later).
-    peak_fd: Option<fs::File>,
+    peak_fd: Option<Counter>,
     /// The last period's start could reset the memory peak, so the cgroup
     /// can serve another run.
     reusable: bool,
@@ -679,7 +679,7 @@ impl BoxCgroup {
     pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         let mut fds: Vec<_> = self.v2_fd.iter().map(AsRawFd::as_raw_fd).collect();
-        fds.extend(self.peak_fd.iter().map(AsRawFd::as_raw_fd));
+        fds.extend(self.peak_fd.iter().map(|k| k.file.as_raw_fd()));
         if let Some(c) = &self.counters {
             fds.extend([&c.cpu, &c.current, &c.oom, &c.pids].iter().map(|k| k.file.as_raw_fd()));
             fds.extend(c.peak.iter().map(|k| k.file.as_raw_fd()));
@@ -772,7 +772,8 @@ impl BoxCgroup {
                 true
             }
             CgroupVersion::V2 => {
-                self.peak_fd = v2::reset_peak(&memory.path);
+                let path = memory.path.join("memory.peak");
+                self.peak_fd = v2::reset_peak(&path).map(|file| Counter { path, file });
                 self.peak_fd.is_some()
             }
         };
@@ -798,9 +799,11 @@ impl BoxCgroup {
         let cpu_ns = self.cpu_ns()?;
         let memory = &self.dirs[self.roles.memory];
         let counters = self.counters()?;
-        let peak = match &counters.peak {
+        // v1's peak, else v2's since the period's reset, else v2's since
+        // the cgroup was made (kernel 5.19 and later), else the charge now.
+        let peak = match counters.peak.as_ref().or(self.peak_fd.as_ref()) {
             Some(peak) => peak.number()?,
-            None => match v2::memory_peak(&memory.path, self.peak_fd.as_ref())? {
+            None => match v2::memory_peak(&memory.path)? {
                 Some(peak) => peak,
                 None => counters.current.number()?,
             },

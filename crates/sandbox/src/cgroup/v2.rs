@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use tracing::{debug, warn};
@@ -24,20 +23,10 @@ pub(super) fn set_memory(fs: &Fs, dir: &Path, bytes: u64) -> Result<(), CgroupEr
     Ok(())
 }
 
-/// The peak since `reset` (a descriptor from [`reset_peak`]), else
-/// `memory.peak` (kernel 5.19 and later); `None` without either.
-pub(super) fn memory_peak(dir: &Path, reset: Option<&File>) -> Result<Option<u64>, CgroupError> {
+/// `memory.peak` (kernel 5.19 and later), the peak since the cgroup was
+/// made; `None` where the kernel has none.
+pub(super) fn memory_peak(dir: &Path) -> Result<Option<u64>, CgroupError> {
     let peak = dir.join("memory.peak");
-    if let Some(file) = reset {
-        let mut buf = [0u8; 32];
-        let n = file.read_at(&mut buf, 0).map_err(|source| CgroupError::Read { path: peak.clone(), source })?;
-        let text = String::from_utf8_lossy(&buf[..n]);
-        return text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| CgroupError::Parse { path: peak, reason: format!("not a number: {:?}", text.trim()) });
-    }
     if peak.exists() {
         read_u64(&peak).map(Some)
     } else {
@@ -45,10 +34,11 @@ pub(super) fn memory_peak(dir: &Path, reset: Option<&File>) -> Result<Option<u64
     }
 }
 
-/// Opens `memory.peak` and resets the peak seen through that descriptor to
-/// the current charge (kernel 6.12 and later); `None` where unsupported.
-pub(super) fn reset_peak(dir: &Path) -> Option<File> {
-    let mut file = OpenOptions::new().read(true).write(true).open(dir.join("memory.peak")).ok()?;
+/// Opens `memory.peak` (at `path`) and resets the peak seen through that
+/// descriptor to the current charge (kernel 6.12 and later); `None` where
+/// unsupported.
+pub(super) fn reset_peak(path: &Path) -> Option<File> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path).ok()?;
     file.write_all(b"reset\n").ok()?;
     Some(file)
 }
