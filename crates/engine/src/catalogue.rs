@@ -188,7 +188,7 @@ fn validate(path: &str, f: &LanguageFile) -> Result<(), CatalogueError> {
     if let Some(a) = f.aliases.iter().find(|a| !name_ok(a)) {
         return bad(format!("invalid alias {a:?}"));
     }
-    if evald_sandbox::check_relative_path(&f.main).is_err() {
+    if evald_proto::path::check_relative_path(&f.main).is_err() {
         return bad(format!("invalid main file {:?}", f.main));
     }
     for (what, cmd) in [

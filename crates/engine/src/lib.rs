@@ -254,8 +254,8 @@ impl Engine {
         }
         let mut seen = std::collections::HashSet::new();
         for f in files {
-            evald_sandbox::check_relative_path(&f.path)?;
-            if !seen.insert(f.path.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")) {
+            evald_proto::path::check_relative_path(&f.path).map_err(evald_sandbox::SpecError::from)?;
+            if !seen.insert(evald_proto::path::normalize(&f.path)) {
                 return Err(evald_sandbox::SpecError::DuplicateFile(f.path.clone()).into());
             }
             let size = f.content.len() as u64;

@@ -23,7 +23,7 @@ mod workspace;
 
 pub use outcome::{signal_name, Outcome, Status};
 pub use sandbox::{Running, Sandbox, SandboxConfig, SandboxError, DEFAULT_READ_ONLY_BINDS};
-pub use spec::{check_relative_path, FileSpec, Limits, Network, RunSpec, SpecError, Stdin};
+pub use spec::{FileSpec, Limits, Network, RunSpec, SpecError, Stdin};
 pub use workspace::{Entry, Workspace, WorkspaceError};
 
 /// The workspace directory inside every box, and the default working

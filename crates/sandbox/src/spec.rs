@@ -161,7 +161,7 @@ impl RunSpec {
         let mut total = 0u64;
         for file in &self.files {
             check_relative_path(&file.path)?;
-            if !seen.insert(normalize(&file.path)) {
+            if !seen.insert(evald_proto::path::normalize(&file.path)) {
                 return Err(SpecError::DuplicateFile(file.path.clone()));
             }
             total += file.content.len() as u64;
@@ -227,43 +227,10 @@ fn no_nul(what: &'static str, s: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Accepts `a`, `dir/b.txt`; refuses empty, absolute, `..`, `.`-only, NUL,
-/// empty components and over-long paths.
-pub fn check_relative_path(path: &str) -> Result<(), SpecError> {
-    let bad = |reason: &'static str| SpecError::BadPath { path: path.to_owned(), reason };
-    if path.is_empty() {
-        return Err(bad("empty path"));
-    }
-    if path.contains('\0') {
-        return Err(bad("contains a NUL byte"));
-    }
-    if path.starts_with('/') {
-        return Err(bad("absolute paths are not allowed"));
-    }
-    if path.len() > 1024 {
-        return Err(bad("longer than 1024 bytes"));
-    }
-    let mut depth = 0;
-    for component in path.split('/') {
-        match component {
-            "" if depth > 0 => {}
-            "" | "." => return Err(bad("empty or `.` component")),
-            ".." => return Err(bad("`..` is not allowed")),
-            c if c.len() > 255 => return Err(bad("a component is longer than 255 bytes")),
-            _ => depth += 1,
-        }
-    }
-    if path.ends_with('/') {
-        return Err(bad("ends with `/`"));
-    }
-    if depth > 32 {
-        return Err(bad("nested deeper than 32 directories"));
-    }
-    Ok(())
-}
-
-fn normalize(path: &str) -> String {
-    path.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")
+/// Checks a workspace path with the API's path rule
+/// ([`evald_proto::path::check_relative_path`]).
+pub(crate) fn check_relative_path(path: &str) -> Result<(), SpecError> {
+    evald_proto::path::check_relative_path(path).map_err(SpecError::from)
 }
 
 /// Why a specification was refused.
@@ -297,6 +264,12 @@ pub enum SpecError {
     FilesTooLarge { bytes: u64, max: u64 },
     #[error("terminal size {rows}x{cols} must be non-zero")]
     BadTerminalSize { rows: u16, cols: u16 },
+}
+
+impl From<evald_proto::path::PathError> for SpecError {
+    fn from(e: evald_proto::path::PathError) -> Self {
+        SpecError::BadPath { path: e.path, reason: e.reason }
+    }
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ async fn list(State(m): State<Arc<Manager>>, Path(id): Path<String>) -> Result<R
 }
 
 fn check(path: &str) -> Result<(), SessionError> {
-    evald_sandbox::check_relative_path(path).map_err(|e| SessionError::BadPath(e.to_string()))
+    evald_proto::path::check_relative_path(path).map_err(|e| SessionError::BadPath(e.to_string()))
 }
 
 fn workspace_error(e: evald_sandbox::WorkspaceError) -> std::io::Error {

@@ -415,7 +415,7 @@ impl Manager {
         }
         self.check_quota(&files)?;
         for f in &files {
-            evald_sandbox::check_relative_path(&f.path).map_err(|e| SessionError::BadPath(e.to_string()))?;
+            evald_proto::path::check_relative_path(&f.path).map_err(|e| SessionError::BadPath(e.to_string()))?;
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let store = self.store.clone();

@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use evald_sandbox::check_relative_path;
+use evald_proto::path::check_relative_path;
 use serde::{Deserialize, Serialize};
 
 /// Metadata of a stored session.

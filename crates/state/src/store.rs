@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io;
 
-use evald_sandbox::check_relative_path;
+use evald_proto::path::check_relative_path;
 use evald_session::{Meta, StoredFile, WorkspaceStore};
 use redis::Script;
 
