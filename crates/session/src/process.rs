@@ -76,8 +76,8 @@ pub(crate) fn start(
             "status": status.as_str(),
             "exit_code": o.exit_code,
             "signal": o.signal.map(evald_sandbox::signal_name),
-            "cpu_ms": o.cpu_time.as_secs_f64() * 1000.0,
-            "wall_ms": o.wall_time.as_secs_f64() * 1000.0,
+            "cpu_ms": o.cpu_time.as_millis() as u64,
+            "wall_ms": o.wall_time.as_millis() as u64,
             "memory_bytes": o.memory_bytes,
         }));
         manager.sync_back(&session).await;
