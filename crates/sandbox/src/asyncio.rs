@@ -1,14 +1,24 @@
-//! Async adapters (feature `tokio`): the descriptors a [`crate::Running`]
-//! hands out (pipes, PTY master, pidfd) registered with tokio's reactor.
+//! Descriptors of a box registered with tokio's reactor (`AsyncFd`).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Registers a non-blocking descriptor with the current runtime's reactor
+/// for `interest`. Panics outside a runtime.
+pub(crate) fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd: the descriptor
+    // stays open and the same until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into())
+}
 
 /// Registers a non-blocking descriptor (as handed out by [`crate::Running`])
 /// with tokio; reads and writes go through the returned `File`.
+///
+/// Used by callers not yet on `drive`.
 pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<File>> {
     // SAFETY: the AsyncFd takes ownership of the File, which owns the
     // descriptor: it cannot be closed or replaced while registered.

@@ -200,6 +200,30 @@ pub(crate) mod report {
     pub const MOVED: u32 = 3;
 }
 
+/// A box init's report of the run, decoded from its 12-byte message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The payload ended with this raw wait status.
+    Exited { wait_status: i32 },
+    /// A step of the run failed with this errno.
+    SetupFailed { step: u32, errno: i32 },
+}
+
+/// Size of a box init's report on its socket.
+pub(crate) const REPORT_LEN: usize = 12;
+
+impl Report {
+    /// Decodes a report; `None` for anything but `EXITED` or `SETUP_FAILED`.
+    pub(crate) fn decode(buf: &[u8; REPORT_LEN]) -> Option<Report> {
+        let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+        match word(0) {
+            report::EXITED => Some(Report::Exited { wait_status: word(4) as i32 }),
+            report::SETUP_FAILED => Some(Report::SetupFailed { step: word(4), errno: word(8) as i32 }),
+            _ => None,
+        }
+    }
+}
+
 fn errno() -> i32 {
     // SAFETY: __errno_location returns a valid pointer to this thread's errno.
     unsafe { *libc::__errno_location() }
@@ -702,7 +726,7 @@ pub(crate) fn wait_exited(pidfd: std::os::fd::BorrowedFd<'_>) {
 
 /// Whether the process behind `pidfd` exited within `timeout_ms` (0: now;
 /// -1: waits for it). A poll error counts as exited: nothing to wait for.
-fn exited(pidfd: RawFd, timeout_ms: c_int) -> bool {
+pub(crate) fn exited(pidfd: RawFd, timeout_ms: c_int) -> bool {
     let mut p = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
     loop {
         // SAFETY: polling one valid pollfd.

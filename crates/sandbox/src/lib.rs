@@ -6,23 +6,28 @@
 //! `/tmp` and `/dev/shm`; a cgroup (v1 or v2) for memory, process count and
 //! CPU accounting; a non-root user with no capabilities, `no_new_privs` and a
 //! seccomp filter. [`Sandbox::run`] returns an [`Outcome`];
-//! [`Sandbox::spawn`] hands back a [`Running`] box for interactive use.
+//! [`Sandbox::spawn`] hands back a [`Running`] box, which
+//! [`Running::drive`] runs to its end from async code, with standard input
+//! and [`Control`]s from a client and output to a [`Sink`].
 //!
 //! This crate knows nothing of languages or HTTP, and is the only crate of
 //! evald with `unsafe` code.
 
-#[cfg(feature = "tokio")]
 pub mod asyncio;
 pub mod cgroup;
+mod drive;
 mod launch;
 mod outcome;
+mod running;
 mod sandbox;
 pub mod seccomp;
 mod spec;
 mod workspace;
 
+pub use drive::{Capture, Control, Sink, Stream};
 pub use outcome::{signal_name, Outcome, Status};
-pub use sandbox::{Running, Sandbox, SandboxConfig, SandboxError, DEFAULT_READ_ONLY_BINDS};
+pub use running::Running;
+pub use sandbox::{Sandbox, SandboxConfig, SandboxError, DEFAULT_READ_ONLY_BINDS};
 pub use spec::{FileSpec, Limits, Network, RunSpec, SpecError, Stdin};
 pub use workspace::{Entry, Workspace, WorkspaceError};
 

@@ -14,8 +14,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{BoxCgroup, CgroupLimits, Cgroups};
-use crate::launch::{self, report, step, BoxContext, BoxInit, Op, Plan, Rlimit, Zygote};
-use crate::outcome::{verdict, Facts, Outcome, Status};
+use crate::drive::Capture;
+use crate::launch::{self, BoxContext, BoxInit, Op, Plan, Rlimit, Zygote};
+use crate::outcome::{Facts, Outcome};
+use crate::running::Running;
 use crate::seccomp::SeccompPolicy;
 use crate::spec::{Limits, Network, RunSpec, SpecError, Stdin};
 use crate::workspace::Workspace;
@@ -23,12 +25,6 @@ use crate::WORKSPACE_DIR;
 
 /// How long a start waits for a slot whose box is being torn down.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
-
-/// The shortest interval between two samples of a box's CPU time.
-const CPU_POLL: Duration = Duration::from_millis(10);
-
-/// Largest read from a box's output pipe at once.
-const READ_CHUNK: usize = 64 << 10;
 
 /// Host paths bound read-only into every box (when they exist), besides
 /// `/usr` and the `/bin`, `/lib*`, `/sbin` links.
@@ -129,10 +125,10 @@ struct Inner {
 /// for an RCU grace period), and the cgroups. The reaper thread finishes the
 /// job off the caller's path; the slot returns to the pool only then, so a
 /// slot's user id and network namespace are never shared by two boxes.
-struct Teardown {
-    pidfd: OwnedFd,
-    cgroup: BoxCgroup,
-    slot: SlotGuard,
+pub(crate) struct Teardown {
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) cgroup: BoxCgroup,
+    pub(crate) slot: SlotGuard,
 }
 
 /// Work for the reaper thread.
@@ -253,6 +249,19 @@ fn restart_zygote(inner: &Inner, ctx: &BoxContext) {
 }
 
 impl Teardown {
+    /// Hands the teardown to the reaper thread, or does it here if that
+    /// thread is gone.
+    pub(crate) fn hand_over(self) {
+        let inner = self.slot.inner.clone();
+        inner.teardowns.add();
+        if let Err(unsent) = inner.reaper.send(Job::Teardown(Box::new(self))) {
+            if let Job::Teardown(t) = unsent.0 {
+                t.run(None);
+            }
+            inner.teardowns.finish_one();
+        }
+    }
+
     /// `ctx`: on the reaper thread, to replace a dead zygote.
     fn run(mut self, ctx: Option<&BoxContext>) {
         // SAFETY: signalling through our own pidfd. The init exits by itself
@@ -341,7 +350,7 @@ fn start_reaper(pending: Arc<Pending>, ctx: BoxContext) -> io::Result<(mpsc::Sen
     Ok((tx, zygote))
 }
 
-/// Launches and supervises boxes. Cheap to clone; all clones share one pool.
+/// Launches boxes and hands them out as [`Running`]. Cheap to clone; all clones share one pool.
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Inner>,
@@ -508,6 +517,12 @@ impl Sandbox {
 
     /// Runs `spec` to completion in a fresh box with its own workspace and
     /// returns the outcome. Standard input must be `Null` or `Bytes`.
+    ///
+    /// Blocks the calling thread: it drives the box ([`Running::drive`]) on
+    /// the thread's own single-threaded runtime, made at its first run and
+    /// kept for the thread's life. Never call it from async code (inside a
+    /// runtime it panics); use `spawn_blocking`, or [`Sandbox::spawn`] and
+    /// await [`Running::drive`].
     pub fn run(&self, spec: &RunSpec) -> Result<Outcome, SandboxError> {
         self.run_with(spec, None)
     }
@@ -522,12 +537,21 @@ impl Sandbox {
         if matches!(spec.stdin, Stdin::Pipe | Stdin::Pty { .. }) {
             return Err(SandboxError::Setup("configuring: run() takes no interactive stdin; use spawn()".into()));
         }
-        let mut running = match self.spawn_with(spec, workspace) {
+        let running = match self.spawn_with(spec, workspace) {
             Ok(r) => r,
             Err(e @ (SandboxError::Spec(_) | SandboxError::Busy(_))) => return Err(e),
             Err(e) => return Ok(Outcome::internal(e.to_string())),
         };
-        Ok(running.supervise(stdin_bytes(spec)))
+        let mut capture = Capture::default();
+        let driven = crate::drive::block_on(running.drive(stdin_bytes(spec), None, &mut capture));
+        Ok(match driven {
+            Ok(mut outcome) => {
+                outcome.stdout = capture.stdout;
+                outcome.stderr = capture.stderr;
+                outcome
+            }
+            Err(e) => Outcome::internal(format!("starting the driver runtime: {e}")),
+        })
     }
 
     /// Starts `spec` in a fresh box and returns at once; the caller drives
@@ -592,7 +616,7 @@ impl Sandbox {
             slot: Some(guard),
             pid,
             pidfd,
-            status_read,
+            status_read: Some(status_read),
             report: None,
             cgroup: Some(cgroup),
             stdin: parent_ends.stdin,
@@ -767,7 +791,7 @@ impl Drop for Inner {
 }
 
 /// Returns a slot to the pool when the run is over.
-struct SlotGuard {
+pub(crate) struct SlotGuard {
     inner: Arc<Inner>,
     slot: Option<u32>,
 }
@@ -985,477 +1009,6 @@ impl Stdio {
         drop(self.child_owned);
         self.parent
     }
-}
-
-/// A running box. Drop kills it and removes its cgroups.
-///
-/// For interactive use take its stdio with the `take_*` methods (all
-/// non-blocking), wait for [`Running::pidfd`] to become readable (the box's
-/// init exited), then call [`Running::wait`]. Call
-/// [`Running::check_limits`] every few milliseconds meanwhile: it enforces
-/// the CPU and wall-clock limits.
-pub struct Running {
-    /// Moves to the reaper with the cgroup when the outcome is known.
-    slot: Option<SlotGuard>,
-    pid: libc::pid_t,
-    pidfd: OwnedFd,
-    /// The init's socket: its report comes on it.
-    status_read: OwnedFd,
-    /// The init's 12-byte report, once read.
-    report: Option<[u8; 12]>,
-    cgroup: Option<BoxCgroup>,
-    stdin: Option<OwnedFd>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    pty: Option<OwnedFd>,
-    limits: Limits,
-    started: Instant,
-    /// When the CPU time is next worth reading: a box cannot use more CPU
-    /// time than `cpus` times the wall time, so until then it cannot have
-    /// reached its limit.
-    cpu_check_at: Instant,
-    cpus: u32,
-    killed: Facts,
-    finished: bool,
-    /// The root-building steps, to name the one that failed.
-    ops: Vec<Op>,
-}
-
-impl Running {
-    /// Write end of the stdin pipe (`Stdin::Pipe`). Closing it is EOF.
-    pub fn take_stdin(&mut self) -> Option<OwnedFd> {
-        self.stdin.take()
-    }
-    pub fn take_stdout(&mut self) -> Option<OwnedFd> {
-        self.stdout.take()
-    }
-    pub fn take_stderr(&mut self) -> Option<OwnedFd> {
-        self.stderr.take()
-    }
-    /// Master side of the terminal (`Stdin::Pty`).
-    pub fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.pty.take()
-    }
-
-    /// Readable once the box's init has exited.
-    pub fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
-    }
-
-    /// Host pid of the box's init.
-    pub fn pid(&self) -> libc::pid_t {
-        self.pid
-    }
-
-    /// Resizes a terminal (only for `Stdin::Pty`, given the master fd).
-    pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads a valid winsize from a live descriptor.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Sends `signal` to the program's process group (like a terminal's ^C).
-    pub fn signal(&self, signal: i32) -> io::Result<()> {
-        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))?;
-        let Some(payload) = children.split_whitespace().next().and_then(|p| p.parse::<libc::pid_t>().ok()) else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "the program is not running"));
-        };
-        // SAFETY: kill only sends a signal; the group is the payload's own
-        // session, a member of our box.
-        if unsafe { libc::kill(-payload, signal) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Enforces the wall-clock and CPU limits; returns the limit that was hit
-    /// (the box is then being killed).
-    pub fn check_limits(&mut self) -> Option<Status> {
-        if self.finished {
-            return None;
-        }
-        if self.started.elapsed() >= self.limits.wall_time {
-            self.killed.wall_exceeded = true;
-            self.kill();
-            return Some(Status::TimeLimitWall);
-        }
-        let now = Instant::now();
-        if now < self.cpu_check_at {
-            return None;
-        }
-        if let Some(Ok(ns)) = self.cgroup.as_ref().map(|c| c.cpu_ns()) {
-            let used = Duration::from_nanos(ns);
-            if used > self.limits.cpu_time {
-                self.killed.cpu_exceeded = true;
-                self.kill();
-                return Some(Status::TimeLimitCpu);
-            }
-            self.cpu_check_at = now + ((self.limits.cpu_time - used) / self.cpus).max(CPU_POLL);
-        } else {
-            self.cpu_check_at = now + CPU_POLL;
-        }
-        None
-    }
-
-    /// Records that the caller stopped reading output because of the output
-    /// limit, and kills the box.
-    pub fn output_limit_hit(&mut self) {
-        self.killed.output_exceeded = true;
-        self.kill();
-    }
-
-    /// Kills every process of the box.
-    pub fn kill(&mut self) {
-        // SAFETY: signalling through our own pidfd.
-        unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
-        }
-        if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_all()) {
-            tracing::warn!(error = %e, "killing box processes");
-        }
-    }
-
-    /// Time until the next limit check is due.
-    pub fn next_check(&self) -> Duration {
-        let left = self.limits.wall_time.saturating_sub(self.started.elapsed());
-        left.min(self.cpu_check_at.saturating_duration_since(Instant::now()))
-    }
-
-    /// Blocks until the box has ended and returns its outcome (stdout and
-    /// stderr are empty: in streaming mode the caller reads them).
-    pub fn wait(mut self) -> Outcome {
-        while !self.finished {
-            if wait_readable(self.pidfd.as_fd(), self.next_check()) {
-                break;
-            }
-            self.check_limits();
-        }
-        self.finish(Captured::default())
-    }
-
-    /// Runs the box to the end, feeding `stdin` and capturing output.
-    fn supervise(&mut self, stdin: Vec<u8>) -> Outcome {
-        let cap = usize::try_from(self.limits.output_bytes).unwrap_or(usize::MAX);
-        let mut cap_out = Captured::default();
-        let mut stdin_left: &[u8] = &stdin;
-        if stdin_left.is_empty() {
-            self.stdin = None;
-        }
-        let mut pid_done = false;
-        loop {
-            let mut fds = Vec::with_capacity(5);
-            fds.push(pollfd(self.pidfd.as_fd(), libc::POLLIN));
-            fds.push(pollfd(self.status_read.as_fd(), libc::POLLIN));
-            let out_i = self.stdout.as_ref().map(|f| {
-                fds.push(pollfd(f.as_fd(), libc::POLLIN));
-                fds.len() - 1
-            });
-            let err_i = self.stderr.as_ref().map(|f| {
-                fds.push(pollfd(f.as_fd(), libc::POLLIN));
-                fds.len() - 1
-            });
-            let in_i = self.stdin.as_ref().map(|f| {
-                fds.push(pollfd(f.as_fd(), libc::POLLOUT));
-                fds.len() - 1
-            });
-            if pid_done && out_i.is_none() && err_i.is_none() {
-                break;
-            }
-            let timeout = if pid_done { Duration::from_secs(1) } else { self.next_check() };
-            poll(&mut fds, timeout);
-            if fds[0].revents != 0 {
-                pid_done = true;
-            }
-            if fds[1].revents != 0 && !pid_done {
-                // The init's report: the payload has ended and everything it
-                // wrote is in the pipes. Take what is there and stop; the
-                // reaper ends whatever the payload left behind.
-                let mut buf = [0u8; 12];
-                if read_some(self.status_read.as_fd(), &mut buf) == buf.len() {
-                    self.report = Some(buf);
-                    for (fd, out, truncated) in [
-                        (&mut self.stdout, &mut cap_out.stdout, &mut cap_out.stdout_truncated),
-                        (&mut self.stderr, &mut cap_out.stderr, &mut cap_out.stderr_truncated),
-                    ] {
-                        if drain(fd, out, cap) == Some(true) {
-                            *truncated = true;
-                            self.killed.output_exceeded = true;
-                        }
-                    }
-                    break;
-                }
-                // End of file without a report: the init died; its pidfd
-                // tells when it is gone.
-                pid_done = true;
-            }
-            if let Some(i) = out_i {
-                if fds[i].revents != 0 {
-                    if let Some(over) = drain(&mut self.stdout, &mut cap_out.stdout, cap) {
-                        cap_out.stdout_truncated = over;
-                        if over {
-                            self.output_limit_hit();
-                        }
-                    }
-                }
-            }
-            if let Some(i) = err_i {
-                if fds[i].revents != 0 {
-                    if let Some(over) = drain(&mut self.stderr, &mut cap_out.stderr, cap) {
-                        cap_out.stderr_truncated = over;
-                        if over {
-                            self.output_limit_hit();
-                        }
-                    }
-                }
-            }
-            if let Some(i) = in_i {
-                if fds[i].revents != 0 {
-                    feed(&mut self.stdin, &mut stdin_left);
-                }
-            }
-            if pid_done && timeout == Duration::from_secs(1) && fds.iter().skip(2).all(|f| f.revents == 0) {
-                // All box processes are gone, so the pipes must be at EOF;
-                // a second without any event means something is wrong.
-                break;
-            }
-            if !pid_done {
-                self.check_limits();
-            }
-        }
-        self.finish(cap_out)
-    }
-
-    fn finish(&mut self, captured: Captured) -> Outcome {
-        let wall_time = self.started.elapsed();
-        self.finished = true;
-        let buf = match self.report {
-            Some(buf) => buf,
-            None => {
-                // Wait for the init's end (the pidfd is readable, or the
-                // box was killed); its report, if any, is on its socket.
-                launch::wait_exited(self.pidfd.as_fd());
-                let mut buf = [0u8; 12];
-                if read_some(self.status_read.as_fd(), &mut buf) != buf.len() {
-                    buf = [0; 12];
-                }
-                buf
-            }
-        };
-        let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
-        let (kind, a, b) = (word(0), word(4), word(8));
-        // `finish` runs once, before the cgroup moves to the reaper.
-        let usage = self.cgroup.as_ref().map(BoxCgroup::usage);
-        let mut facts = self.killed;
-        let mut error = None;
-        let mut stderr = captured.stderr;
-        match kind {
-            report::EXITED => {
-                let status = a as i32;
-                if libc::WIFEXITED(status) {
-                    facts.exit_code = Some(libc::WEXITSTATUS(status));
-                } else if libc::WIFSIGNALED(status) {
-                    facts.signal = Some(libc::WTERMSIG(status));
-                }
-            }
-            report::SETUP_FAILED if a == step::PAYLOAD_EXEC || a == step::PAYLOAD_CWD => {
-                // The program could not start: like a shell, exit 127 (not
-                // found) or 126 (not executable), with the reason on stderr.
-                let e = io::Error::from_raw_os_error(b as i32);
-                facts.exit_code = Some(if b as i32 == libc::ENOENT { 127 } else { 126 });
-                stderr.extend_from_slice(format!("evald: {}: {e}\n", step::name(a)).as_bytes());
-            }
-            report::SETUP_FAILED => {
-                let e = io::Error::from_raw_os_error(b as i32);
-                facts.internal_error = true;
-                let what = match a.checked_sub(step::OPS).and_then(|i| self.ops.get(i as usize)) {
-                    Some(op) => op.describe(),
-                    None => step::name(a).to_owned(),
-                };
-                error = Some(format!("the box failed while {what}: {e}"));
-            }
-            _ => {
-                // No report: the init was killed (by us for a limit, or by
-                // the OOM killer) before the payload ended.
-                facts.signal = Some(libc::SIGKILL);
-            }
-        }
-        let (cpu_time, memory_bytes, process_limit_hit) = match &usage {
-            Some(Ok(u)) => {
-                facts.oom_killed = u.oom_killed;
-                (Duration::from_nanos(u.cpu_ns), u.memory_peak_bytes, u.pids_max_hit)
-            }
-            Some(Err(e)) => {
-                facts.internal_error = true;
-                error = Some(format!("reading the box's usage: {e}"));
-                (Duration::ZERO, 0, false)
-            }
-            None => {
-                facts.internal_error = true;
-                error = Some("reading the box's usage: the box was already finished".into());
-                (Duration::ZERO, 0, false)
-            }
-        };
-        if cpu_time > self.limits.cpu_time {
-            facts.cpu_exceeded = true;
-        }
-        self.hand_to_reaper();
-        Outcome {
-            status: verdict(&facts),
-            exit_code: facts.exit_code,
-            signal: facts.signal,
-            cpu_time,
-            wall_time,
-            memory_bytes,
-            stdout: captured.stdout,
-            stderr,
-            stdout_truncated: captured.stdout_truncated,
-            stderr_truncated: captured.stderr_truncated,
-            process_limit_hit,
-            error,
-        }
-    }
-}
-
-impl Running {
-    /// Passes the init, the cgroups and the slot to the reaper thread, or
-    /// tears them down here if it is gone.
-    fn hand_to_reaper(&mut self) {
-        let (Some(cgroup), Some(slot)) = (self.cgroup.take(), self.slot.take()) else { return };
-        let pidfd = match self.pidfd.try_clone() {
-            Ok(fd) => fd,
-            Err(e) => {
-                // Without a second descriptor, finish here.
-                tracing::warn!(error = %e, "duplicating a pidfd");
-                self.kill();
-                launch::wait_exited(self.pidfd.as_fd());
-                drop(cgroup);
-                drop(slot);
-                return;
-            }
-        };
-        let inner = slot.inner.clone();
-        let teardown = Teardown { pidfd, cgroup, slot };
-        inner.teardowns.add();
-        if let Err(unsent) = inner.reaper.send(Job::Teardown(Box::new(teardown))) {
-            if let Job::Teardown(t) = unsent.0 {
-                t.run(None);
-            }
-            inner.teardowns.finish_one();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.kill();
-            self.finish(Captured::default());
-        }
-    }
-}
-
-#[derive(Default)]
-struct Captured {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-}
-
-/// Reads what is available into `buf` up to `cap` bytes. Returns
-/// `Some(true)` when more than `cap` bytes arrived, `Some(false)` at EOF
-/// (the fd is then closed), `None` when it would block.
-fn drain(fd: &mut Option<OwnedFd>, buf: &mut Vec<u8>, cap: usize) -> Option<bool> {
-    loop {
-        let Some(f) = fd.as_ref() else { return Some(false) };
-        let room = cap.saturating_sub(buf.len());
-        // One byte more than fits tells that the output is over the cap.
-        let want = room.saturating_add(1).min(READ_CHUNK);
-        buf.reserve(want);
-        // SAFETY: reading at most `want` bytes into the reserved, unused
-        // capacity of `buf` from a live descriptor.
-        let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().add(buf.len()).cast(), want) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return None,
-                // EIO on a PTY master once the slave side is closed.
-                _ => {
-                    *fd = None;
-                    return Some(false);
-                }
-            }
-        }
-        if n == 0 {
-            *fd = None;
-            return Some(false);
-        }
-        let n = n as usize;
-        // SAFETY: the kernel wrote `n` (at most `want`) bytes right after
-        // the old length, inside the reserved capacity.
-        unsafe { buf.set_len(buf.len() + n) };
-        if n > room {
-            buf.truncate(cap);
-            *fd = None;
-            return Some(true);
-        }
-    }
-}
-
-fn feed(fd: &mut Option<OwnedFd>, left: &mut &[u8]) {
-    while let Some(f) = fd.as_ref() {
-        if left.is_empty() {
-            *fd = None;
-            return;
-        }
-        // SAFETY: writing from a valid buffer to a live descriptor.
-        let n = unsafe { libc::write(f.as_raw_fd(), left.as_ptr().cast(), left.len().min(65536)) };
-        if n < 0 {
-            match io::Error::last_os_error().kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return,
-                // EPIPE: the program does not read its input.
-                _ => {
-                    *fd = None;
-                    return;
-                }
-            }
-        }
-        *left = &left[n as usize..];
-    }
-}
-
-fn pollfd(fd: BorrowedFd<'_>, events: i16) -> libc::pollfd {
-    libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 }
-}
-
-fn poll(fds: &mut [libc::pollfd], timeout: Duration) {
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-    // SAFETY: fds is a valid array of pollfd for its length.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-}
-
-fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
-    let mut fds = [pollfd(fd, libc::POLLIN)];
-    poll(&mut fds, timeout);
-    fds[0].revents != 0
-}
-
-fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled part of a valid buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        if n <= 0 {
-            break;
-        }
-        got += n as usize;
-    }
-    got
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {

@@ -237,6 +237,7 @@ pub fn attack() -> Attack {
         panic!("locking {LOCK_FILE}: {}", io::Error::last_os_error());
     }
     let flock = FileLock(fd);
+    warm_up_thread(&h.sandbox);
     // Earlier boxes finish their teardown (and the slots' next boxes their
     // preparation) before the snapshot.
     h.sandbox.settle();
@@ -247,6 +248,14 @@ pub fn attack() -> Attack {
         listeners_before: listeners(),
         free_slots_before: h.sandbox.free_slots(),
     }
+}
+
+/// The first run on a thread makes that thread's driver runtime (see
+/// `Sandbox::run`), whose two descriptors live as long as the thread: one
+/// run before a snapshot of the descriptors keeps them out of it.
+pub fn warm_up_thread(sandbox: &Sandbox) {
+    let outcome = sandbox.run(&RunSpec::new("/bin/true", vec![])).expect("warm-up run");
+    assert_eq!(outcome.status, evald_sandbox::Status::Ok, "warm-up run: {}", show(&outcome));
 }
 
 impl Attack {

@@ -1,0 +1,347 @@
+//! A started box: its handles, its limits and how its outcome is made.
+//!
+//! [`Running::drive`] (in `drive`) runs a box to its end; the other public
+//! methods serve callers that drive a box themselves until they move to it.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::cgroup::BoxCgroup;
+use crate::launch::{self, step, Op, Report, REPORT_LEN};
+use crate::outcome::{verdict, Facts, Outcome, Status};
+use crate::sandbox::{SlotGuard, Teardown};
+use crate::spec::Limits;
+
+/// The shortest interval between two samples of a box's CPU time.
+const CPU_POLL: Duration = Duration::from_millis(10);
+
+/// A running box. Drop kills it and removes its cgroups.
+///
+/// Run it to its end with [`Running::drive`]. Callers not yet on `drive`
+/// take its stdio with the `take_*` methods (all non-blocking), wait for
+/// [`Running::pidfd`] to become readable (the box's init exited), then call
+/// [`Running::wait`], calling [`Running::check_limits`] every few
+/// milliseconds meanwhile.
+pub struct Running {
+    /// Moves to the reaper with the cgroup when the outcome is known.
+    pub(crate) slot: Option<SlotGuard>,
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: OwnedFd,
+    /// The init's socket: its report comes on it. `None` while (and once)
+    /// the driver reads it.
+    pub(crate) status_read: Option<OwnedFd>,
+    /// The init's report, once read.
+    pub(crate) report: Option<Report>,
+    pub(crate) cgroup: Option<BoxCgroup>,
+    pub(crate) stdin: Option<OwnedFd>,
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+    pub(crate) pty: Option<OwnedFd>,
+    pub(crate) limits: Limits,
+    pub(crate) started: Instant,
+    /// When the CPU time is next worth reading: a box cannot use more CPU
+    /// time than `cpus` times the wall time, so until then it cannot have
+    /// reached its limit.
+    pub(crate) cpu_check_at: Instant,
+    pub(crate) cpus: u32,
+    pub(crate) killed: Facts,
+    pub(crate) finished: bool,
+    /// The root-building steps, to name the one that failed.
+    pub(crate) ops: Vec<Op>,
+}
+
+/// An outcome as [`Running::finish`] makes it: without output, plus the
+/// text evald itself has for the program's stderr (why it could not start).
+pub(crate) struct Finished {
+    pub outcome: Outcome,
+    pub notice: Option<Vec<u8>>,
+}
+
+impl Running {
+    /// Write end of the stdin pipe (`Stdin::Pipe`). Closing it is EOF.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn take_stdin(&mut self) -> Option<OwnedFd> {
+        self.stdin.take()
+    }
+
+    /// Read end of the stdout pipe.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn take_stdout(&mut self) -> Option<OwnedFd> {
+        self.stdout.take()
+    }
+
+    /// Read end of the stderr pipe.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn take_stderr(&mut self) -> Option<OwnedFd> {
+        self.stderr.take()
+    }
+
+    /// Master side of the terminal (`Stdin::Pty`).
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.pty.take()
+    }
+
+    /// Readable once the box's init has exited.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Host pid of the box's init.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Resizes a terminal (only for `Stdin::Pty`, given the master fd).
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a valid winsize from a live descriptor.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to the program's process group (like a terminal's ^C).
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))?;
+        let Some(payload) = children.split_whitespace().next().and_then(|p| p.parse::<libc::pid_t>().ok()) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "the program is not running"));
+        };
+        // SAFETY: kill only sends a signal; the group is the payload's own
+        // session, a member of our box.
+        if unsafe { libc::kill(-payload, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Enforces the wall-clock and CPU limits; returns the limit that was hit
+    /// (the box is then being killed).
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn check_limits(&mut self) -> Option<Status> {
+        if self.finished {
+            return None;
+        }
+        if self.started.elapsed() >= self.limits.wall_time {
+            self.killed.wall_exceeded = true;
+            self.kill();
+            return Some(Status::TimeLimitWall);
+        }
+        let now = Instant::now();
+        if now < self.cpu_check_at {
+            return None;
+        }
+        if let Some(Ok(ns)) = self.cgroup.as_ref().map(|c| c.cpu_ns()) {
+            let used = Duration::from_nanos(ns);
+            if used > self.limits.cpu_time {
+                self.killed.cpu_exceeded = true;
+                self.kill();
+                return Some(Status::TimeLimitCpu);
+            }
+            self.cpu_check_at = now + ((self.limits.cpu_time - used) / self.cpus).max(CPU_POLL);
+        } else {
+            self.cpu_check_at = now + CPU_POLL;
+        }
+        None
+    }
+
+    /// Records that the caller stopped reading output because of the output
+    /// limit, and kills the box.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn output_limit_hit(&mut self) {
+        self.killed.output_exceeded = true;
+        self.kill();
+    }
+
+    /// Kills every process of the box.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn kill(&mut self) {
+        // SAFETY: signalling through our own pidfd.
+        unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
+        }
+        if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_all()) {
+            tracing::warn!(error = %e, "killing box processes");
+        }
+    }
+
+    /// Time until the next limit check is due.
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn next_check(&self) -> Duration {
+        let left = self.limits.wall_time.saturating_sub(self.started.elapsed());
+        left.min(self.cpu_check_at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Blocks until the box has ended and returns its outcome (stdout and
+    /// stderr are empty: in streaming mode the caller reads them; stderr
+    /// holds evald's message when the program could not be executed).
+    ///
+    /// Used by callers not yet on `drive`.
+    pub fn wait(mut self) -> Outcome {
+        while !self.finished {
+            if launch::exited(self.pidfd.as_raw_fd(), poll_ms(self.next_check())) {
+                break;
+            }
+            self.check_limits();
+        }
+        let Finished { mut outcome, notice } = self.finish();
+        outcome.stderr = notice.unwrap_or_default();
+        outcome
+    }
+
+    /// The outcome, once the init reported (or ended): its report, the
+    /// cgroup's accounting and the limits hit; then hands the box to the
+    /// reaper. Without a report it waits for the init's end first. Runs
+    /// once; output is the caller's.
+    pub(crate) fn finish(&mut self) -> Finished {
+        let wall_time = self.started.elapsed();
+        self.finished = true;
+        let report = match self.report {
+            Some(report) => Some(report),
+            None => {
+                // Wait for the init's end (the pidfd is readable, or the
+                // box was killed); its report, if any, is on its socket.
+                launch::wait_exited(self.pidfd.as_fd());
+                let mut buf = [0u8; REPORT_LEN];
+                match &self.status_read {
+                    Some(fd) if read_some(fd.as_fd(), &mut buf) == buf.len() => Report::decode(&buf),
+                    _ => None,
+                }
+            }
+        };
+        // `finish` runs once, before the cgroup moves to the reaper.
+        let usage = self.cgroup.as_ref().map(BoxCgroup::usage);
+        let mut facts = self.killed;
+        let mut error = None;
+        let mut notice = None;
+        match report {
+            Some(Report::Exited { wait_status }) => {
+                if libc::WIFEXITED(wait_status) {
+                    facts.exit_code = Some(libc::WEXITSTATUS(wait_status));
+                } else if libc::WIFSIGNALED(wait_status) {
+                    facts.signal = Some(libc::WTERMSIG(wait_status));
+                }
+            }
+            Some(Report::SetupFailed { step: s, errno }) if s == step::PAYLOAD_EXEC || s == step::PAYLOAD_CWD => {
+                // The program could not start: like a shell, exit 127 (not
+                // found) or 126 (not executable), with the reason on stderr.
+                let e = io::Error::from_raw_os_error(errno);
+                facts.exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
+                notice = Some(format!("evald: {}: {e}\n", step::name(s)).into_bytes());
+            }
+            Some(Report::SetupFailed { step: s, errno }) => {
+                let e = io::Error::from_raw_os_error(errno);
+                facts.internal_error = true;
+                let what = match s.checked_sub(step::OPS).and_then(|i| self.ops.get(i as usize)) {
+                    Some(op) => op.describe(),
+                    None => step::name(s).to_owned(),
+                };
+                error = Some(format!("the box failed while {what}: {e}"));
+            }
+            None => {
+                // No report: the init was killed (by us for a limit, or by
+                // the OOM killer) before the payload ended.
+                facts.signal = Some(libc::SIGKILL);
+            }
+        }
+        let (cpu_time, memory_bytes, process_limit_hit) = match &usage {
+            Some(Ok(u)) => {
+                facts.oom_killed = u.oom_killed;
+                (Duration::from_nanos(u.cpu_ns), u.memory_peak_bytes, u.pids_max_hit)
+            }
+            Some(Err(e)) => {
+                facts.internal_error = true;
+                error = Some(format!("reading the box's usage: {e}"));
+                (Duration::ZERO, 0, false)
+            }
+            None => {
+                facts.internal_error = true;
+                error = Some("reading the box's usage: the box was already finished".into());
+                (Duration::ZERO, 0, false)
+            }
+        };
+        if cpu_time > self.limits.cpu_time {
+            facts.cpu_exceeded = true;
+        }
+        self.hand_to_reaper();
+        let outcome = Outcome {
+            status: verdict(&facts),
+            exit_code: facts.exit_code,
+            signal: facts.signal,
+            cpu_time,
+            wall_time,
+            memory_bytes,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            process_limit_hit,
+            error,
+        };
+        Finished { outcome, notice }
+    }
+
+    /// Passes the init, the cgroups and the slot to the reaper thread, or
+    /// tears them down here if it is gone.
+    fn hand_to_reaper(&mut self) {
+        let (Some(cgroup), Some(slot)) = (self.cgroup.take(), self.slot.take()) else { return };
+        let pidfd = match self.pidfd.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without a second descriptor, finish here.
+                tracing::warn!(error = %e, "duplicating a pidfd");
+                self.kill();
+                launch::wait_exited(self.pidfd.as_fd());
+                drop(cgroup);
+                drop(slot);
+                return;
+            }
+        };
+        Teardown { pidfd, cgroup, slot }.hand_over();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill();
+            self.finish();
+        }
+    }
+}
+
+/// A poll timeout in milliseconds: at least 1, at most `i32::MAX`.
+fn poll_ms(timeout: Duration) -> i32 {
+    timeout.as_millis().clamp(1, i32::MAX as u128) as i32
+}
+
+/// Reads until `buf` is full or the descriptor has nothing more to give.
+fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled part of a valid buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+    }
+    got
+}
