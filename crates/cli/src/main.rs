@@ -8,23 +8,29 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 mod bench;
+mod flags;
 mod languages;
+mod logging;
 
 use evald_sandbox::{FileSpec, Limits, RunSpec, Sandbox, SandboxConfig, Status, Stdin};
+use flags::{SandboxFlags, ServeArgs};
 
 #[derive(Parser)]
 #[command(name = "evald", version, about = "Run untrusted code in a hardened Linux sandbox")]
 struct Cli {
+    /// The language catalogue directory (*.toml)
+    #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages", global = true)]
+    languages_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the HTTP API: native /api/v1, Piston v2 /api/v2 (needs root)
-    Serve(Box<evald_server::ServerConfig>),
+    /// Serve the HTTP API: native /api/v1, Piston v2 /api/v2, sessions, the web IDE (needs root)
+    Serve(Box<ServeArgs>),
     /// Run a program locally in the sandbox (needs root)
     Run(RunArgs),
     /// List the installed languages, or install their packages
@@ -34,9 +40,6 @@ enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
-        /// The language catalogue directory
-        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages", global = true)]
-        languages_dir: PathBuf,
     },
     /// Benchmarks that print figures (medians, p99, ratios to a baseline)
     Bench {
@@ -65,7 +68,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 500)]
         iterations: usize,
         #[command(flatten)]
-        sandbox: SandboxArgs,
+        sandbox: SandboxFlags,
     },
     /// Keystroke-to-echo round trip through a PTY session, and server memory
     /// per idle connected session with N sessions open, each with a shell
@@ -76,9 +79,6 @@ enum BenchCommand {
         /// Sessions held open for the memory figure
         #[arg(long, default_value_t = 1000)]
         sessions: usize,
-        /// The language catalogue directory for the server started here
-        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
-        languages_dir: PathBuf,
     },
     /// Python hello world through POST /api/v2/execute at 1 and 8 clients
     /// beside bare python3, and the compile cache on C++ (starts its own
@@ -90,9 +90,6 @@ enum BenchCommand {
         /// An already running server, e.g. http://127.0.0.1:8080
         #[arg(long)]
         url: Option<String>,
-        /// The language catalogue directory for the server started here
-        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
-        languages_dir: PathBuf,
     },
     /// Cluster throughput: Redis, HAProxy (the shipped configuration) and 1,
     /// 2, 3 `evald serve` nodes on 127.0.0.11/12/13; Python hello world at
@@ -105,23 +102,10 @@ enum BenchCommand {
         /// The shipped HAProxy configuration
         #[arg(long, default_value = "deploy/haproxy/haproxy.cfg")]
         haproxy_cfg: PathBuf,
-        /// The language catalogue directory for the nodes
-        #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages")]
-        languages_dir: PathBuf,
     },
 }
 
-#[derive(Args)]
-struct SandboxArgs {
-    /// Directory for the sandbox's own mount points
-    #[arg(long, env = "EVALD_STATE_DIR", default_value = "/run/evald")]
-    state_dir: PathBuf,
-    /// First user id of the box users (one per concurrent box)
-    #[arg(long, env = "EVALD_UID_BASE", default_value_t = 61000)]
-    uid_base: u32,
-}
-
-#[derive(Args)]
+#[derive(clap::Args)]
 struct RunArgs {
     /// Source files; the first is the main file
     #[arg(required = true)]
@@ -149,7 +133,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 64)]
     processes: u32,
     #[command(flatten)]
-    sandbox: SandboxArgs,
+    sandbox: SandboxFlags,
     /// Arguments passed to the program
     #[arg(last = true)]
     args: Vec<String>,
@@ -158,27 +142,23 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Serve(config) => evald_server::init_logging(config.log_json),
-        _ => tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("EVALD_LOG"))
-            .with_writer(std::io::stderr)
-            .init(),
+        Command::Serve(args) => logging::init(args.node.log_json, "info"),
+        _ => logging::init(false, "error"),
     }
+    let languages_dir = cli.languages_dir;
     let result = match cli.command {
-        Command::Serve(config) => serve(*config),
+        Command::Serve(args) => serve(&args, &languages_dir),
         Command::Run(args) => run(args),
-        Command::Languages { action: None, json, languages_dir } => languages::list(&languages_dir, json),
-        Command::Languages { action: Some(LanguagesCommand::Install { ids, all }), languages_dir, .. } => {
+        Command::Languages { action: None, json } => languages::list(&languages_dir, json),
+        Command::Languages { action: Some(LanguagesCommand::Install { ids, all }), .. } => {
             languages::install(&languages_dir, &ids, all)
         }
         Command::Bench { what: BenchCommand::Sandbox { iterations, sandbox } } => bench_sandbox(iterations, &sandbox),
-        Command::Bench { what: BenchCommand::Http { iterations, url, languages_dir } } => {
-            bench_http(iterations, url, &languages_dir)
-        }
-        Command::Bench { what: BenchCommand::Session { keystrokes, sessions, languages_dir } } => {
+        Command::Bench { what: BenchCommand::Http { iterations, url } } => bench_http(iterations, url, &languages_dir),
+        Command::Bench { what: BenchCommand::Session { keystrokes, sessions } } => {
             bench_session(keystrokes, sessions, &languages_dir)
         }
-        Command::Bench { what: BenchCommand::Cluster { requests, haproxy_cfg, languages_dir } } => {
+        Command::Bench { what: BenchCommand::Cluster { requests, haproxy_cfg } } => {
             bench::cluster(&languages_dir, &haproxy_cfg, requests).map(|()| ExitCode::SUCCESS)
         }
     };
@@ -191,7 +171,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn local_sandbox(args: &SandboxArgs, what: &str, slots: u32) -> Result<(Sandbox, PathBuf)> {
+fn local_sandbox(args: &SandboxFlags, what: &str, slots: u32) -> Result<(Sandbox, PathBuf)> {
     let name = format!("{what}-{}", std::process::id());
     let state_dir = args.state_dir.join(&name);
     let sandbox = Sandbox::new(SandboxConfig {
@@ -209,7 +189,7 @@ fn local_sandbox(args: &SandboxArgs, what: &str, slots: u32) -> Result<(Sandbox,
     Ok((sandbox, state_dir))
 }
 
-fn bench_sandbox(iterations: usize, args: &SandboxArgs) -> Result<ExitCode> {
+fn bench_sandbox(iterations: usize, args: &SandboxFlags) -> Result<ExitCode> {
     anyhow::ensure!(iterations >= 10, "at least 10 iterations are needed");
     // Two slots, as any server has several: a box's teardown overlaps the
     // next start instead of holding its only slot.
@@ -296,7 +276,7 @@ fn bench_http(iterations: usize, url: Option<String>, languages: &std::path::Pat
         bench::http(url.trim_end_matches('/'), iterations)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let server = BenchServer::start(languages, &[("EVALD_SLOTS", "16"), ("EVALD_QUEUE", "256")])?;
+    let server = BenchServer::start(languages, &[("EVALD_SLOTS", "16"), ("EVALD_ADMISSION_QUEUE", "256")])?;
     let result = bench::http(&server.base, iterations);
     drop(server);
     result?;
@@ -359,11 +339,14 @@ fn bench_session(keystrokes: usize, sessions: usize, languages: &std::path::Path
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(config: evald_server::ServerConfig) -> Result<ExitCode> {
+fn serve(args: &ServeArgs, languages_dir: &std::path::Path) -> Result<ExitCode> {
     if let Err(e) = evald_sandbox::raise_fd_limit() {
         tracing::warn!(error = %e, "could not raise the open files limit");
     }
-    let sandbox = evald_server::sandbox(&config)?;
+    let config = args.server_config(languages_dir)?;
+    // The sandbox is made before the async runtime: its zygote, forked then,
+    // copies fewer threads' mappings, and every box init is a copy of it.
+    let sandbox = Sandbox::new(args.sandbox_config()).context("starting the sandbox")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(evald_server::serve(config, sandbox))?;
     Ok(ExitCode::SUCCESS)

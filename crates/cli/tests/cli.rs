@@ -2,6 +2,7 @@
 //! `evald run` as a user sees them. They run real boxes, so they need root
 //! (CI runs as root).
 
+use evald_testkit::uids;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,7 +51,7 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("evald-cli-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the scratch directory");
-        Scratch { dir, uid_base: 63000 + 8 * n }
+        Scratch { dir, uid_base: uids::CLI_RUN.block(n, 8) }
     }
 
     /// Writes a program file and returns its path.

@@ -210,6 +210,53 @@ impl ServerMessage {
     }
 }
 
+/// `POST /api/v1/sessions` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// Language id or alias.
+    pub language: String,
+    #[serde(default)]
+    pub files: Vec<NewFile>,
+}
+
+/// A file of a new session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFile {
+    pub path: String,
+    pub content: String,
+    #[serde(default)]
+    pub encoding: crate::v1::Encoding,
+}
+
+/// `PATCH /api/v1/sessions/{id}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSession {
+    pub language: String,
+}
+
+/// `POST /api/v1/sessions/{id}/rename` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub from: String,
+    pub to: String,
+}
+
+/// A session as `GET /api/v1/sessions/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub language: String,
+    pub running: Option<ProcessKind>,
+    /// WebSocket clients attached now.
+    pub clients: usize,
+    /// Seconds until the session expires if nothing happens.
+    pub expires_in_s: u64,
+}
+
 /// WebSocket close codes of the session protocol: the one list, from which
 /// the web client's constants are generated.
 pub mod close {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Verdict;
+
 /// The error body of every native error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -116,10 +118,7 @@ pub struct RunRequest {
 /// One sandboxed stage (compile, or a case's run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
-    /// `ok`, `compile_error`, `runtime_error`, `time_limit_cpu`,
-    /// `time_limit_wall`, `memory_limit`, `output_limit`, `wrong_answer`,
-    /// `internal_error`.
-    pub status: String,
+    pub status: Verdict,
     pub exit_code: Option<i32>,
     /// Signal name such as `SIGKILL`.
     pub signal: Option<String>,
@@ -149,7 +148,7 @@ pub struct RunResult {
     pub cases: Vec<Stage>,
     /// `compile_error`, else the status of the first case that is not
     /// `ok`, else `ok`.
-    pub status: String,
+    pub status: Verdict,
 }
 
 /// `202` answer of `wait: false`.

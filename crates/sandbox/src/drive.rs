@@ -58,8 +58,8 @@ pub enum Stream {
 }
 
 /// Receives a box's output as it arrives, already capped at the output
-/// limit.
-pub trait Sink {
+/// limit. `Send`, since a driven box may move between a runtime's workers.
+pub trait Sink: Send {
     fn output(&mut self, stream: Stream, bytes: &[u8]);
 }
 
@@ -449,9 +449,11 @@ impl Driver {
             out.kept += keep as u64;
         }
         if keep < data.len() {
+            // Killed before its output closes: a program must not see the
+            // closed pipe (EPIPE) and write more elsewhere first.
             self.truncated[i] = true;
-            self.outputs[i] = None;
             running.output_limit_hit();
+            self.outputs[i] = None;
             return false;
         }
         true

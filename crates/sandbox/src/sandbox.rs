@@ -63,13 +63,22 @@ pub struct SandboxConfig {
     pub prepare_ahead: bool,
 }
 
+impl SandboxConfig {
+    /// The defaults: the one place they are defined (the command line's
+    /// defaults are these).
+    pub const DEFAULT_INSTANCE: &'static str = "default";
+    pub const DEFAULT_STATE_DIR: &'static str = "/run/evald";
+    pub const DEFAULT_UID_BASE: u32 = 61000;
+    pub const DEFAULT_SLOTS: u32 = 8;
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            instance: "default".into(),
-            state_dir: PathBuf::from("/run/evald"),
-            uid_base: 61000,
-            slots: 64,
+            instance: SandboxConfig::DEFAULT_INSTANCE.into(),
+            state_dir: PathBuf::from(SandboxConfig::DEFAULT_STATE_DIR),
+            uid_base: SandboxConfig::DEFAULT_UID_BASE,
+            slots: SandboxConfig::DEFAULT_SLOTS,
             read_only_binds: DEFAULT_READ_ONLY_BINDS.iter().map(PathBuf::from).collect(),
             prepare_ahead: true,
         }

@@ -44,21 +44,15 @@ pub fn line(capacity: &Capacity) -> String {
 
 /// The capacity of the node behind `state`.
 pub fn capacity(state: &AppState) -> Capacity {
-    let admission = state.admission();
-    let config = admission.config();
+    let capacity = state.engine().capacity();
     let share = |free: f64, total: f64| if total > 0.0 { (free / total).clamp(0.0, 1.0) } else { 0.0 };
-    let free_sessions = match state.sessions() {
-        Some(m) => {
-            let max = m.config().max_sessions;
-            share(max.saturating_sub(m.len()) as f64, max as f64)
-        }
-        None => 1.0,
-    };
+    let sessions = state.sessions();
+    let max_sessions = sessions.config().max_sessions;
     Capacity {
         draining: state.draining(),
-        free_slots: share(admission.free_slots() as f64, f64::from(config.slots)),
-        free_memory: share(admission.free_memory_bytes() as f64, config.memory_budget_bytes as f64),
-        free_sessions,
+        free_slots: share(capacity.free_slots() as f64, f64::from(capacity.slots())),
+        free_memory: share(capacity.free_memory_bytes() as f64, capacity.config().memory_budget_bytes as f64),
+        free_sessions: share(max_sessions.saturating_sub(sessions.len()) as f64, max_sessions as f64),
     }
 }
 
@@ -67,12 +61,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Answers agent checks on `listener` until the task is dropped. One
+/// Answers agent checks on `listener` until the node stops. One
 /// connection at a time is plenty: a reply is a few bytes, and the write is
 /// bounded so a stuck peer cannot stall the next check.
 pub async fn serve(listener: TcpListener, state: AppState) {
+    let lifecycle = state.lifecycle().clone();
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = lifecycle.stopped() => return,
+        };
+        let Ok((mut stream, _)) = accepted else { continue };
         let reply = line(&capacity(&state));
         let write = async {
             stream.write_all(reply.as_bytes()).await?;

@@ -1,13 +1,10 @@
 //! Optional API keys and per-key rate limits.
 //!
 //! When no key is configured every request is let through. The rate limit
-//! is a fixed one-minute window per key, kept behind [`RateLimiter`] so a
-//! cluster can share the counters (e.g. in Redis) without touching the
-//! middleware.
+//! is a fixed one-minute window per key, counted by the node's
+//! `evald_state::RateLimiter` (its own memory, or Redis for a cluster).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -18,12 +15,22 @@ use crate::error::{ApiError, Dialect};
 use crate::AppState;
 
 /// Configured keys and their requests-per-minute (0: unlimited).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiKeys {
-    keys: HashMap<String, u32>,
+    keys: BTreeMap<String, u32>,
+}
+
+/// Keys are secrets: their debug form shows how many there are.
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.keys.len())
+    }
 }
 
 impl ApiKeys {
+    /// No keys: every request is let through.
+    pub const EMPTY: ApiKeys = ApiKeys { keys: BTreeMap::new() };
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -76,75 +83,6 @@ impl ApiKeys {
     }
 }
 
-/// The answer of a rate limiter for one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateDecision {
-    pub allowed: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until the window resets.
-    pub reset_secs: u64,
-}
-
-/// Counts requests per key.
-pub trait RateLimiter: Send + Sync {
-    /// Counts one request of `key`, allowed up to `limit` per minute.
-    fn check(&self, key: &str, limit: u32) -> RateDecision;
-}
-
-/// Fixed one-minute windows in Redis, shared by every node of a cluster. When
-/// Redis does not answer, requests are refused (429 with a short
-/// Retry-After): a limit that cannot be counted is not granted.
-pub struct SharedWindow {
-    limiter: evald_state::RedisRateLimiter,
-}
-
-impl SharedWindow {
-    pub fn new(limiter: evald_state::RedisRateLimiter) -> SharedWindow {
-        SharedWindow { limiter }
-    }
-}
-
-impl RateLimiter for SharedWindow {
-    fn check(&self, key: &str, limit: u32) -> RateDecision {
-        match self.limiter.check_rate(key, limit) {
-            Ok(c) => RateDecision { allowed: c.allowed, limit, remaining: c.remaining, reset_secs: c.reset_secs },
-            Err(e) => {
-                tracing::warn!(error = %e, "rate limit not counted: Redis unavailable");
-                RateDecision { allowed: false, limit, remaining: 0, reset_secs: 5 }
-            }
-        }
-    }
-}
-
-/// Fixed one-minute windows in this process's memory. The map holds at most
-/// one entry per configured key; the mutex is held only for the update.
-#[derive(Default)]
-pub struct FixedWindow {
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
-}
-
-const WINDOW: Duration = Duration::from_secs(60);
-
-impl RateLimiter for FixedWindow {
-    fn check(&self, key: &str, limit: u32) -> RateDecision {
-        let now = Instant::now();
-        let Ok(mut windows) = self.windows.lock() else {
-            return RateDecision { allowed: true, limit, remaining: limit, reset_secs: 60 };
-        };
-        let entry = windows.entry(key.to_owned()).or_insert((now, 0));
-        if now.duration_since(entry.0) >= WINDOW {
-            *entry = (now, 0);
-        }
-        let reset_secs = WINDOW.saturating_sub(now.duration_since(entry.0)).as_secs().max(1);
-        if entry.1 >= limit {
-            return RateDecision { allowed: false, limit, remaining: 0, reset_secs };
-        }
-        entry.1 += 1;
-        RateDecision { allowed: true, limit, remaining: limit - entry.1, reset_secs }
-    }
-}
-
 /// Compares two secrets in time that depends on their lengths only.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -162,7 +100,7 @@ fn presented_key(req: &Request) -> Option<&str> {
 
 /// Middleware of every `/api` route.
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let keys = state.keys();
+    let keys = &state.http().keys;
     if keys.is_empty() {
         return next.run(req).await;
     }
@@ -176,7 +114,7 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         return next.run(req).await;
     }
     let key = presented_key(&req).unwrap_or_default().to_owned();
-    let d = state.rate_limiter().check(&key, limit);
+    let d = state.limiter().check(&key, limit).await;
     if !d.allowed {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -213,16 +151,5 @@ mod tests {
         );
         assert!(k.parse_file("a b c", 1).is_err());
         assert!(k.parse_list("a:x", 1).is_err());
-    }
-
-    #[test]
-    fn fixed_window_counts_per_key() {
-        let l = FixedWindow::default();
-        assert_eq!(l.check("a", 2).remaining, 1);
-        assert_eq!(l.check("a", 2).remaining, 0);
-        let over = l.check("a", 2);
-        assert!(!over.allowed);
-        assert!(over.reset_secs >= 1 && over.reset_secs <= 60);
-        assert!(l.check("b", 2).allowed);
     }
 }

@@ -10,14 +10,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
-use evald_engine::{Case, Job, Language, LimitRequest, SourceFile};
+use evald_engine::{signal_name, Case, Engine, Job, Language, LimitRequest, Outcome, SourceFile, Status};
 use evald_proto::piston::{
     Encoding, ExecuteRequest, ExecuteResponse, LimitKind, Runtime, Stage, StageName, LIMIT_FIELDS,
 };
-use evald_sandbox::{Outcome, Status};
 
-use crate::error::{ApiError, Dialect, JsonBody};
-use crate::{engine_error, signal_name, AppState};
+use crate::error::{ApiError, JsonBody};
+use crate::AppState;
 
 pub async fn runtimes(State(state): State<AppState>) -> Json<Vec<Runtime>> {
     Json(
@@ -52,9 +51,8 @@ pub struct Prepared {
 
 /// Parses and checks an execute body (or a WebSocket `init`), in Piston's
 /// order and with its messages; every error is a 400 `{"message"}`.
-pub fn prepare(state: &AppState, body: serde_json::Value) -> Result<Prepared, ApiError> {
+pub fn prepare(engine: &Engine, body: serde_json::Value) -> Result<Prepared, ApiError> {
     let req = ExecuteRequest::parse(body).map_err(bad)?;
-    let engine = state.engine();
     let Some(language) = engine.resolve(&req.language, Some(&req.version)) else {
         return Err(bad(format!("{}-{} runtime is unknown", req.language, req.version)));
     };
@@ -99,14 +97,10 @@ pub fn prepare(state: &AppState, body: serde_json::Value) -> Result<Prepared, Ap
     // The first utf8 file is the main file: the engine takes the first.
     let main = files.remove(main_index);
     files.insert(0, main);
-    engine.check_files(&files).map_err(|e| engine_error(e, Dialect::Piston))?;
+    engine.check_files(&files).map_err(|e| ApiError::from(e).piston())?;
     let (compile_limits, run_limits) =
-        engine.limits(&language, &compile, &run).map_err(|e| engine_error(e, Dialect::Piston))?;
-    let memory_bytes = if language.compiled() {
-        compile_limits.memory_bytes.max(run_limits.memory_bytes)
-    } else {
-        run_limits.memory_bytes
-    };
+        engine.limits(&language, &compile, &run).map_err(|e| ApiError::from(e).piston())?;
+    let memory_bytes = Engine::reservation(&language, &compile_limits, &run_limits);
     Ok(Prepared { language, files, compile, run, stdin: req.stdin, args: req.args, memory_bytes })
 }
 
@@ -139,6 +133,9 @@ pub fn stage(outcome: &Outcome) -> Stage {
 
 type Exit = (Option<&'static str>, Option<String>, Option<i32>, Option<String>);
 
+/// The number of SIGKILL (the same on every Linux architecture).
+const SIGKILL: i32 = 9;
+
 /// (status, message, code, signal) as Piston reports them.
 pub fn exit_of(o: &Outcome) -> Exit {
     let killed = Some("SIGKILL".to_owned());
@@ -149,7 +146,7 @@ pub fn exit_of(o: &Outcome) -> Exit {
             (Some("RE"), Some(format!("Exited with error status {code}")), Some(code), None)
         }
         Status::Signaled => {
-            let n = o.signal.unwrap_or(libc::SIGKILL);
+            let n = o.signal.unwrap_or(SIGKILL);
             (Some("SG"), Some(format!("Caught fatal signal {n}")), None, Some(signal_name(n)))
         }
         Status::TimeLimitCpu => (Some("TO"), Some("Time limit exceeded".into()), None, killed),
@@ -182,20 +179,12 @@ pub fn cached_stage() -> Stage {
     }
 }
 
-/// The verdict of a job as the native API reports it: the compile stage's
-/// when it failed, else the first case's that is not `ok`.
-fn verdict(r: &evald_engine::JobResult) -> &'static str {
-    match &r.compile.stage {
-        Some(s) if s.verdict != evald_engine::Verdict::Ok => s.verdict.as_str(),
-        _ => r.cases.iter().map(|c| c.verdict.as_str()).find(|v| *v != "ok").unwrap_or("ok"),
-    }
-}
-
 pub async fn execute(State(state): State<AppState>, body: JsonBody) -> Result<Json<ExecuteResponse>, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(&body.0).map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
-    let p = prepare(&state, value)?;
-    let permit = state.admit(p.memory_bytes, Dialect::Piston).await?;
+    let engine = state.engine();
+    let p = prepare(engine, value)?;
+    let permit = engine.admit(p.memory_bytes).await.map_err(|r| ApiError::from(r).piston())?;
     let job = Job {
         language: p.language.clone(),
         files: p.files,
@@ -203,27 +192,18 @@ pub async fn execute(State(state): State<AppState>, body: JsonBody) -> Result<Js
         compile_limits: p.compile,
         run_limits: p.run,
     };
-    let engine = state.engine().clone();
     let started = std::time::Instant::now();
-    let result = tokio::task::spawn_blocking(move || {
-        let r = engine.run_job(&job);
-        drop(permit);
-        r
-    })
-    .await;
+    let result = engine.run_job(&permit, job).await;
+    drop(permit);
     let language = &p.language.spec.id;
     let result = match result {
-        Ok(Ok(r)) => {
-            state.metrics().record_run(language, verdict(&r), started.elapsed());
+        Ok(r) => {
+            state.metrics().record_run(language, r.verdict().as_str(), started.elapsed());
             r
-        }
-        Ok(Err(e)) => {
-            state.metrics().record_run(language, "internal_error", started.elapsed());
-            return Err(engine_error(e, Dialect::Piston));
         }
         Err(e) => {
             state.metrics().record_run(language, "internal_error", started.elapsed());
-            return Err(ApiError::internal(e).piston());
+            return Err(ApiError::from(e).piston());
         }
     };
     let compile = match (&result.compile.stage, p.language.compiled()) {

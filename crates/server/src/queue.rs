@@ -16,26 +16,29 @@
 //! - a toucher resets the idle time of every entry the node holds, more often
 //!   than `reclaim_idle`, so that a live node's long runs are not reclaimed.
 //!
-//! On a drain the reader stops taking entries and every entry not started
-//! yet (waiting for a token or for admission) is handed back to the queue
-//! for another node; started runs finish (within the drain bound). A run is
-//! finished at least once: a node that dies after storing a result and
-//! before acknowledging it leaves the entry to be reclaimed, and the new
-//! holder then finds the stored result and only acknowledges the entry.
+//! The worker follows the node's lifecycle: while the node drains the
+//! reader stops taking entries and every entry not started yet (waiting for
+//! a token or for admission) is handed back to the queue for another node;
+//! started runs finish (within the drain bound). When the node stops, the
+//! loops end and [`ClusterQueue::run`] returns once the runs it started are
+//! done. A run is finished at least once: a node that dies after storing a
+//! result and before acknowledging it leaves the entry to be reclaimed, and
+//! the new holder then finds the stored result and only acknowledges the
+//! entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use evald_engine::{Phase, Refusal};
 use evald_proto::v1;
 use evald_state::{QueueEntry, RunQueue, StateError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 
-use crate::error::{ApiError, Dialect};
-use crate::{AppState, Refusal};
+use crate::error::ApiError;
+use crate::runs::Runner;
 
 /// How long a `queued` or `running` status is kept (it is replaced by the
 /// result when the run is done): far longer than any run waits.
@@ -70,24 +73,15 @@ struct QueuedJob {
 pub struct ClusterQueue {
     queue: RunQueue,
     settings: QueueSettings,
+    /// Runs the entries.
+    runner: Arc<Runner>,
     /// Entries this node holds (delivered, not finished): id -> started.
     held: Mutex<HashMap<String, bool>>,
+    /// How many, so that the worker can await none when the node stops.
+    held_count: watch::Sender<usize>,
     tokens: Arc<Semaphore>,
-    draining: watch::Sender<bool>,
-}
-
-/// The answer while Redis is away.
-pub(crate) fn state_error(e: StateError) -> ApiError {
-    if e.is_unavailable() {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "state_unavailable",
-            "the shared state is unavailable; retry later",
-        )
-        .retry_after(5)
-    } else {
-        ApiError::internal(e)
-    }
+    /// The node's lifecycle.
+    phase: watch::Receiver<Phase>,
 }
 
 fn status(id: &str, state: v1::JobState) -> v1::RunStatus {
@@ -114,9 +108,11 @@ enum Outcome {
 }
 
 impl ClusterQueue {
-    pub fn new(queue: RunQueue, settings: QueueSettings) -> ClusterQueue {
+    /// A queue whose worker runs entries with `runner` and follows `phase`
+    /// (a `Lifecycle` subscription).
+    pub fn new(queue: RunQueue, settings: QueueSettings, runner: Arc<Runner>, phase: watch::Receiver<Phase>) -> Self {
         let tokens = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-        ClusterQueue { queue, settings, held: Mutex::default(), tokens, draining: watch::channel(false).0 }
+        ClusterQueue { queue, settings, runner, held: Mutex::default(), held_count: watch::channel(0).0, tokens, phase }
     }
 
     pub fn settings(&self) -> &QueueSettings {
@@ -129,8 +125,8 @@ impl ClusterQueue {
             .map_err(ApiError::internal)?;
         let queued = serde_json::to_string(&status(id, v1::JobState::Queued)).map_err(ApiError::internal)?;
         // The status first: a worker that takes the entry at once overwrites it.
-        self.queue.put_result(id, &queued, PENDING_TTL).await.map_err(state_error)?;
-        match self.queue.enqueue(&job, self.settings.max_depth).await.map_err(state_error)? {
+        self.queue.put_result(id, &queued, PENDING_TTL).await?;
+        match self.queue.enqueue(&job, self.settings.max_depth).await? {
             Some(_) => Ok(()),
             None => Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -143,43 +139,36 @@ impl ClusterQueue {
 
     /// The status of a run, `None` when unknown (or expired).
     pub async fn get(&self, id: &str) -> Result<Option<v1::RunStatus>, ApiError> {
-        match self.queue.get_result(id).await.map_err(state_error)? {
+        match self.queue.get_result(id).await? {
             Some(text) => serde_json::from_str(&text).map(Some).map_err(ApiError::internal),
             None => Ok(None),
         }
     }
 
-    /// Stops taking entries; those not started are handed back.
-    pub fn drain(&self) {
-        self.draining.send_replace(true);
-    }
-
-    /// Takes entries again.
-    pub fn undrain(&self) {
-        self.draining.send_replace(false);
-    }
-
     fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        *self.phase.borrow() != Phase::Serving
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.phase.borrow() == Phase::Stopping
     }
 
     async fn until_drain(&self) {
-        let mut rx = self.draining.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
+        let mut rx = self.phase.clone();
+        let _ = rx.wait_for(|p| *p != Phase::Serving).await;
     }
 
-    async fn until_undrained(&self) {
-        let mut rx = self.draining.subscribe();
-        let _ = rx.wait_for(|d| !*d).await;
+    /// Waits until the node serves; false when it stops instead.
+    async fn until_serving(&self) -> bool {
+        let mut rx = self.phase.clone();
+        matches!(rx.wait_for(|p| *p != Phase::Draining).await.map(|p| *p), Ok(Phase::Serving))
     }
 
-    /// Starts the reader, the reclaimer and the toucher.
-    pub fn start(self: &Arc<Self>, state: AppState) -> Vec<JoinHandle<()>> {
-        vec![
-            tokio::spawn(self.clone().read_loop(state.clone())),
-            tokio::spawn(self.clone().reclaim_loop(state)),
-            tokio::spawn(self.clone().touch_loop()),
-        ]
+    /// The worker: the reader, the reclaimer and the toucher. It returns
+    /// once the node stops and every run it started has ended (the toucher
+    /// keeps touching those until then).
+    pub async fn run(self: Arc<Self>) {
+        tokio::join!(self.clone().read_loop(), self.clone().reclaim_loop(), self.clone().touch_loop());
     }
 
     /// Marks an entry held; false when it is held already.
@@ -189,6 +178,7 @@ impl ClusterQueue {
             return false;
         }
         held.insert(entry_id.to_owned(), false);
+        self.held_count.send_replace(held.len());
         true
     }
 
@@ -201,24 +191,30 @@ impl ClusterQueue {
     fn release(&self, entry_id: &str) {
         if let Ok(mut held) = self.held.lock() {
             held.remove(entry_id);
+            self.held_count.send_replace(held.len());
         }
     }
 
-    async fn read_loop(self: Arc<Self>, state: AppState) {
+    async fn read_loop(self: Arc<Self>) {
         let node = self.settings.node.clone();
         let mut failing = false;
         loop {
-            self.until_undrained().await;
-            let Ok(token) = self.tokens.clone().acquire_owned().await else { return };
-            if self.is_draining() {
-                continue;
+            if !self.until_serving().await {
+                return;
             }
+            let token = tokio::select! {
+                t = self.tokens.clone().acquire_owned() => match t {
+                    Ok(t) => t,
+                    Err(_) => return,
+                },
+                () = self.until_drain() => continue,
+            };
             match self.queue.next(&node, Duration::from_secs(1)).await {
                 Ok(entry) => {
                     failing = false;
                     if let Some(entry) = entry {
                         if self.hold(&entry.id) {
-                            tokio::spawn(self.clone().run(state.clone(), entry, Some(token)));
+                            tokio::spawn(self.clone().run_entry(entry, Some(token)));
                         }
                     }
                 }
@@ -238,12 +234,16 @@ impl ClusterQueue {
         (self.settings.reclaim_idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
     }
 
-    async fn reclaim_loop(self: Arc<Self>, state: AppState) {
+    async fn reclaim_loop(self: Arc<Self>) {
         let node = self.settings.node.clone();
         let mut tick = tokio::time::interval(self.reclaim_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut phase = self.phase.clone();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = phase.wait_for(|p| *p == Phase::Stopping) => return,
+            }
             if self.is_draining() {
                 continue;
             }
@@ -252,7 +252,7 @@ impl ClusterQueue {
                     for entry in entries {
                         if self.hold(&entry.id) {
                             tracing::info!(entry = %entry.id, deliveries = entry.deliveries, "reclaimed a queued run");
-                            tokio::spawn(self.clone().run(state.clone(), entry, None));
+                            tokio::spawn(self.clone().run_entry(entry, None));
                         }
                     }
                 }
@@ -266,8 +266,13 @@ impl ClusterQueue {
         let every = (self.settings.reclaim_idle / 3).max(Duration::from_millis(50));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut held = self.held_count.subscribe();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                // Once the node stops and nothing is held, nothing will be.
+                _ = held.wait_for(|n| *n == 0), if self.is_stopping() => return,
+            }
             let ids: Vec<String> = match self.held.lock() {
                 Ok(h) => h.keys().cloned().collect(),
                 Err(_) => return,
@@ -283,8 +288,8 @@ impl ClusterQueue {
     }
 
     /// Runs one delivered entry to its end.
-    async fn run(self: Arc<Self>, state: AppState, entry: QueueEntry, token: Option<OwnedSemaphorePermit>) {
-        let outcome = self.outcome(&state, &entry, token).await;
+    async fn run_entry(self: Arc<Self>, entry: QueueEntry, token: Option<OwnedSemaphorePermit>) {
+        let outcome = self.outcome(&entry, token).await;
         let node = self.settings.node.clone();
         let q = &self.queue;
         let (what, r) = match outcome {
@@ -304,7 +309,7 @@ impl ClusterQueue {
         self.release(&entry.id);
     }
 
-    async fn outcome(&self, state: &AppState, entry: &QueueEntry, token: Option<OwnedSemaphorePermit>) -> Outcome {
+    async fn outcome(&self, entry: &QueueEntry, token: Option<OwnedSemaphorePermit>) -> Outcome {
         let job: QueuedJob = match serde_json::from_str(&entry.job) {
             Ok(j) => j,
             Err(e) => {
@@ -334,19 +339,13 @@ impl ClusterQueue {
                 }
             }
         }
-        let (prepared, memory) = match crate::native::prepare(state, job.request) {
+        let (prepared, memory) = match self.runner.prepare(job.request) {
             Ok(p) => p,
             Err(e) => return Outcome::Finish(Box::new(failed(&job.id, e))),
         };
-        let ticket = match state.admission().enqueue(memory) {
-            Ok(t) => t.admit().await,
-            Err(r) => Err(r),
-        };
-        let permit = match ticket {
+        let permit = match self.runner.engine().admit(memory).await {
             Ok(p) => p,
-            Err(r @ Refusal::TooLarge { .. }) => {
-                return Outcome::Finish(Box::new(failed(&job.id, crate::refusal(r, Dialect::Native))))
-            }
+            Err(r @ Refusal::TooLarge { .. }) => return Outcome::Finish(Box::new(failed(&job.id, r.into()))),
             Err(Refusal::Draining | Refusal::ShuttingDown) => return Outcome::HandBack,
             Err(Refusal::QueueFull | Refusal::Timeout) => {
                 // Busy with other work: let another node (or a later pass) take it.
@@ -360,7 +359,7 @@ impl ClusterQueue {
                 tracing::debug!(error = %e, "storing a running status failed");
             }
         }
-        match crate::native::execute(state, job.id.clone(), prepared, permit).await {
+        match self.runner.execute(job.id.clone(), prepared, permit).await {
             Ok(result) => Outcome::Finish(Box::new(v1::RunStatus {
                 id: job.id,
                 state: v1::JobState::Done,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-const UID_BASE: u32 = 66000;
+const UIDS: evald_testkit::uids::Range = evald_testkit::uids::SERVER_ADMISSION;
 
 fn sleeper(seconds: f64) -> serde_json::Value {
     execute("python", "*", &format!("import time\ntime.sleep({seconds})"))
@@ -15,9 +15,9 @@ fn sleeper(seconds: f64) -> serde_json::Value {
 
 #[tokio::test]
 async fn beyond_slots_and_queue_requests_get_429() {
-    let state = state(UID_BASE, 1, |o| o.admission.queue = 0);
+    let state = state(UIDS, 1, |o| o.engine.capacity.queue = 0);
     let app = evald_server::app(state.clone());
-    let mut active = state.admission().active();
+    let mut active = state.engine().capacity().active();
     let holder = {
         let app = app.clone();
         tokio::spawn(async move { post_json(&app, "/api/v2/execute", &sleeper(1.5)).await })
@@ -43,12 +43,12 @@ async fn beyond_slots_and_queue_requests_get_429() {
 
 #[tokio::test]
 async fn waiting_past_the_queue_timeout_is_503() {
-    let state = state(UID_BASE, 1, |o| {
-        o.admission.queue = 1;
-        o.admission.queue_timeout = Duration::from_millis(200);
+    let state = state(UIDS, 1, |o| {
+        o.engine.capacity.queue = 1;
+        o.engine.capacity.queue_timeout = Duration::from_millis(200);
     });
     let app = evald_server::app(state.clone());
-    let mut active = state.admission().active();
+    let mut active = state.engine().capacity().active();
     let holder = {
         let app = app.clone();
         tokio::spawn(async move { post_json(&app, "/api/v2/execute", &sleeper(2.0)).await })
@@ -57,15 +57,15 @@ async fn waiting_past_the_queue_timeout_is_503() {
     let r = post_json(&app, "/api/v2/execute", &execute("python", "*", "print(1)")).await;
     assert_eq!((r.status.as_u16(), r.header("retry-after")), (503, Some("5")));
     assert_eq!(r.json(), json!({"message": "no capacity became free in time; retry later"}));
-    assert_eq!(state.admission().waiting(), 0);
+    assert_eq!(state.engine().capacity().waiting(), 0);
     assert_eq!(holder.await.expect("holder").status, 200);
 }
 
 #[tokio::test]
 async fn api_keys_and_rate_limits() {
-    let state = state(UID_BASE, 1, |o| {
-        o.keys.insert("limited", 2);
-        o.keys.insert("free", 0);
+    let state = state(UIDS, 1, |o| {
+        o.http.keys.insert("limited", 2);
+        o.http.keys.insert("free", 0);
     });
     let app = evald_server::app(state);
     let r = get(&app, "/api/v2/runtimes").await;

@@ -6,8 +6,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-const UID_BASE: u32 = 65000;
-
 fn native(files: Value) -> Vec<u8> {
     json!({"language": "python", "files": files}).to_string().into_bytes()
 }
@@ -26,7 +24,7 @@ fn named(name: &str) -> Value {
 
 #[tokio::test]
 async fn bad_requests_get_4xx_json_errors() {
-    let app = evald_server::app(state(UID_BASE, 2, |_| {}));
+    let app = evald_server::app(api_state(|_| {}));
     let many: Vec<Value> = (0..101).map(|i| file(&format!("f{i}.py"))).collect();
     let many_named: Vec<Value> = (0..101).map(|i| named(&format!("f{i}.py"))).collect();
     let big = "x".repeat(5 << 20);
@@ -159,7 +157,7 @@ async fn bad_requests_get_4xx_json_errors() {
 
 #[tokio::test]
 async fn wrong_content_types_are_415() {
-    let app = evald_server::app(state(UID_BASE, 1, |_| {}));
+    let app = evald_server::app(api_state(|_| {}));
     for (path, expected) in [
         (
             "/api/v1/runs",

@@ -8,7 +8,7 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-const UID_BASE: u32 = 67000;
+const UIDS: evald_testkit::uids::Range = evald_testkit::uids::SERVER_LANGUAGES;
 
 async fn check(app: &axum::Router, lang: &evald_engine::Language) -> Vec<String> {
     let id = lang.spec.id.clone();
@@ -44,7 +44,7 @@ async fn every_installed_language_passes_its_test_programs() {
     let installed = languages();
     eprintln!("{} installed: {:?}", installed.len(), installed.iter().map(|l| l.spec.id.as_str()).collect::<Vec<_>>());
     assert!(!installed.is_empty(), "no language is installed");
-    let app = evald_server::app(state(UID_BASE, 2, |_| {}));
+    let app = evald_server::app(state(UIDS, 2, |_| {}));
     let failures: Vec<String> = futures_util::stream::iter(installed.iter())
         .map(|l| check(&app, l))
         .buffer_unordered(2)

@@ -6,10 +6,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-const UID_BASE: u32 = 64000;
+const UIDS: evald_testkit::uids::Range = evald_testkit::uids::SERVER_NATIVE;
 
 fn app_and_state() -> (axum::Router, evald_server::AppState) {
-    let state = state(UID_BASE, 4, |_| {});
+    let state = state(UIDS, 4, |_| {});
     (evald_server::app(state.clone()), state)
 }
 
@@ -157,7 +157,7 @@ async fn limits_are_checked() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], "invalid_body");
     // a memory limit above the node's whole budget can never be admitted
-    let small = evald_server::app(state(UID_BASE, 1, |o| o.admission.memory_budget_bytes = 100 << 20));
+    let small = evald_server::app(state(UIDS, 1, |o| o.engine.capacity.memory_budget_bytes = 100 << 20));
     let r = post_json(&small, "/api/v1/runs", &with(json!({"run": {"memory_bytes": 200u64 << 20}}))).await;
     assert_eq!(
         (r.status.as_u16(), r.json()),

@@ -5,20 +5,19 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
 use common::*;
 use evald_server::AppState;
-use evald_session::{LocalStore, Manager, SessionConfig};
+use evald_server::ServerConfig;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
-const UID_BASE: u32 = 68000;
+const UIDS: evald_testkit::uids::Range = evald_testkit::uids::SERVER_OPS;
 /// Every awaited event has this bound: a test fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -31,14 +30,11 @@ struct Node {
 
 /// A node with 2 slots and sessions (at most 4), served on real sockets,
 /// with its agent-check listener.
-async fn node(tune: impl FnOnce(&mut evald_server::StateOptions)) -> Node {
-    let state = state(UID_BASE, 2, tune);
-    let dir = std::env::temp_dir().join(format!("evald-ops-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
-    let store = LocalStore::new(dir).expect("session store");
-    let config = SessionConfig { max_sessions: 4, ..SessionConfig::default() };
-    let manager = Manager::new(state.engine().clone(), Arc::new(store), config);
-    manager.start_reaper();
-    state.set_sessions(manager);
+async fn node(tune: impl FnOnce(&mut ServerConfig)) -> Node {
+    let state = state(UIDS, 2, |c| {
+        c.sessions.max_sessions = 4;
+        tune(c);
+    });
     let app = evald_server::app(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -207,8 +203,8 @@ async fn drain_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() 
     assert!(installed("python"), "python must be installed");
     const WINDOW_MS: u64 = 300;
     let node = node(|o| {
-        o.admin_key = Some("sekret".into());
-        o.drain_window = Duration::from_millis(WINDOW_MS);
+        o.http.admin_key = Some("sekret".into());
+        o.sessions.drain_window = Duration::from_millis(WINDOW_MS);
     })
     .await;
     assert_eq!(node.agent_line().await, "ready up 100%\n");
@@ -218,7 +214,7 @@ async fn drain_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() 
     assert_eq!(next(&mut ws).await["type"], "hello");
 
     // A run admitted before the drain.
-    let mut active = node.state.admission().active();
+    let mut active = node.state.engine().capacity().active();
     let admitted = {
         let app = node.app.clone();
         tokio::spawn(async move {

@@ -9,10 +9,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const UID_BASE: u32 = 63000;
+const UIDS: evald_testkit::uids::Range = evald_testkit::uids::SERVER_PISTON;
 
 fn app() -> axum::Router {
-    evald_server::app(state(UID_BASE, 4, |_| {}))
+    evald_server::app(state(UIDS, 4, |_| {}))
 }
 
 fn python_version() -> String {

@@ -1,23 +1,19 @@
-//! The process of a session: compile (for a run of a compiled language),
-//! then a program, shell or REPL on a PTY, driven by one task that owns the
-//! sandbox's `Running` handle.
+//! The process of a session: admitted by the engine's capacity, compiled in
+//! place for a run of a compiled language, then a program, shell or REPL on
+//! a terminal, driven by the engine's one driver.
 
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
-use evald_engine::{SourceFile, Verdict};
-use evald_sandbox::{Outcome, RunSpec, Running, Status, Stdin};
-use serde_json::json;
-use tokio::io::unix::AsyncFd;
+use evald_engine::{
+    signal_name, Compiled, Control, Io, Language, Launch, LimitRequest, Outcome, Permit, Place, Program, Refusal, Sink,
+    SourceFile, Stream, Verdict, Workspace,
+};
+use evald_proto::session::{ErrorCode, Event, Exit, ProcessKind, ServerMessage};
 use tokio::sync::mpsc;
 
-use crate::{Control, Kind, Manager, Session, SessionError};
-
-/// How often the CPU and wall-clock limits are checked.
-const LIMIT_CHECK: Duration = Duration::from_millis(20);
+use crate::session::Session;
+use crate::{Manager, SessionError};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -35,180 +31,180 @@ fn crlf(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Starts `kind` in `session` unless something already runs there.
+/// Why a process could not start.
+pub(crate) enum StartError {
+    Busy,
+    NoRepl,
+    /// Capacity refused it at once (queue full, draining, too large).
+    Refused(Refusal),
+    Internal(SessionError),
+}
+
+/// Passes terminal output on as `output` events.
+struct Events<'a> {
+    session: &'a Session,
+}
+
+impl Sink for Events<'_> {
+    fn output(&mut self, _stream: Stream, bytes: &[u8]) {
+        self.session.emit(Event::Output { data: b64(bytes) });
+    }
+}
+
+/// Starts `kind` in `session` unless something already runs there: takes a
+/// place in the capacity's line at once (refused when the line is full or
+/// the node drains), then waits for capacity, compiles and runs in a task.
 pub(crate) fn start(
     manager: &Arc<Manager>,
     session: &Arc<Session>,
-    kind: Kind,
+    kind: ProcessKind,
     rows: u16,
     cols: u16,
-) -> Result<(), SessionError> {
+) -> Result<(), StartError> {
     let (tx, rx) = mpsc::channel(256);
     let language = {
-        let mut inner = session.inner.lock().map_err(|_| SessionError::Internal("poisoned".into()))?;
+        let mut inner =
+            session.inner.lock().map_err(|_| StartError::Internal(SessionError::Internal("poisoned".into())))?;
         if inner.running.is_some() {
-            return Err(SessionError::BadRequest("busy".into()));
+            return Err(StartError::Busy);
         }
-        if kind == Kind::Repl && inner.language.spec.repl.is_none() {
-            return Err(SessionError::BadRequest("no_repl".into()));
+        if kind == ProcessKind::Repl && inner.language.spec.repl.is_none() {
+            return Err(StartError::NoRepl);
         }
+        let language = inner.language.clone();
+        let (compile, run) = limits(manager, &language).map_err(StartError::Internal)?;
+        let memory = evald_engine::Engine::reservation(&language, &compile, &run);
+        let ticket = manager.engine.capacity().enqueue(memory).map_err(StartError::Refused)?;
         inner.running = Some(kind);
         inner.control = Some(tx);
-        inner.language.clone()
+        (language, ticket)
     };
     let (manager, session) = (manager.clone(), session.clone());
     tokio::spawn(async move {
-        let outcome = drive(&manager, &session, &language, kind, rows, cols, rx).await;
+        let (language, ticket) = language;
+        let permit = match ticket.admit().await {
+            Ok(p) => p,
+            Err(refusal) => {
+                set_idle(&session);
+                session.notify(&ServerMessage::error(ErrorCode::Overloaded, refusal.to_string()));
+                return;
+            }
+        };
+        let outcome = run(&manager, &session, &language, kind, (rows, cols), &permit, rx).await;
+        drop(permit);
         let (status, o) = match outcome {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(session = %session.id, error = %e, "session process failed");
-                (Verdict::InternalError, Outcome::internal(e))
+                (Verdict::InternalError, Outcome::internal(e.to_string()))
             }
         };
-        if let Ok(mut inner) = session.inner.lock() {
-            inner.running = None;
-            inner.control = None;
-        }
-        session.emit(json!({
-            "type": "exit",
-            "kind": kind.as_str(),
-            "status": status.as_str(),
-            "exit_code": o.exit_code,
-            "signal": o.signal.map(evald_sandbox::signal_name),
-            "cpu_ms": o.cpu_time.as_millis() as u64,
-            "wall_ms": o.wall_time.as_millis() as u64,
-            "memory_bytes": o.memory_bytes,
+        set_idle(&session);
+        session.emit(Event::Exit(Exit {
+            kind,
+            status: status.into(),
+            exit_code: o.exit_code,
+            signal: o.signal.map(signal_name),
+            cpu_ms: o.cpu_time.as_millis() as u64,
+            wall_ms: o.wall_time.as_millis() as u64,
+            memory_bytes: o.memory_bytes,
         }));
         manager.sync_back(&session).await;
     });
     Ok(())
 }
 
-async fn drive(
+fn set_idle(session: &Session) {
+    if let Ok(mut inner) = session.inner.lock() {
+        inner.running = None;
+        inner.control = None;
+    }
+}
+
+/// The compile and run limits of a session's process: the language's, with
+/// the session's wall limit (also its CPU limit) and disk size.
+fn limits(
+    manager: &Manager,
+    language: &Language,
+) -> Result<(evald_engine::Limits, evald_engine::Limits), SessionError> {
+    let none = LimitRequest::default();
+    let (mut compile, mut run) =
+        manager.engine.limits(language, &none, &none).map_err(|e| SessionError::Internal(e.to_string()))?;
+    let config = &manager.config;
+    compile.disk_bytes = config.disk_bytes;
+    run.wall_time = config.run_wall;
+    run.cpu_time = config.run_wall;
+    run.disk_bytes = config.disk_bytes;
+    Ok((compile, run))
+}
+
+async fn run(
     manager: &Arc<Manager>,
     session: &Arc<Session>,
-    language: &evald_engine::Language,
-    kind: Kind,
-    rows: u16,
-    cols: u16,
+    language: &Language,
+    kind: ProcessKind,
+    (rows, cols): (u16, u16),
+    permit: &Permit,
     mut control: mpsc::Receiver<Control>,
-) -> Result<(Verdict, Outcome), String> {
-    let engine = manager.engine.clone();
-    let (compile_limits, mut run_limits) =
-        engine.limits(language, &Default::default(), &Default::default()).map_err(|e| e.to_string())?;
-    run_limits.wall_time = manager.config.run_wall;
-    run_limits.cpu_time = manager.config.run_wall;
-    run_limits.disk_bytes = manager.config.disk_bytes;
-    let sources = main_first(session, language)?;
-    session.emit(json!({"type": "started", "kind": kind.as_str()}));
-    let argv: Vec<String> = match kind {
-        Kind::Run => {
-            if let Some(compile) = &language.spec.compile {
-                let argv = evald_engine::expand(compile, &sources);
-                let mut spec = RunSpec::new(argv[0].clone(), argv[1..].to_vec());
-                spec.env = language.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                spec.limits = compile_limits;
-                spec.limits.disk_bytes = manager.config.disk_bytes;
-                let s = session.clone();
-                let sandbox = engine.sandbox().clone();
-                let outcome = tokio::task::spawn_blocking(move || sandbox.run_in(&spec, &s.workspace))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?;
-                let text = [outcome.stdout.as_slice(), outcome.stderr.as_slice()].concat();
+) -> Result<(Verdict, Outcome), SessionError> {
+    let engine = &manager.engine;
+    let (compile_limits, run_limits) = limits(manager, language)?;
+    let (workspace, main) = (session.workspace.clone(), language.spec.main.clone());
+    let sources = crate::blocking(move || main_first(&workspace, &main)).await?;
+    if sources.is_empty() {
+        return Err(SessionError::BadRequest("the workspace has no files".into()));
+    }
+    session.emit(Event::Started { kind });
+    let compiled = match kind {
+        ProcessKind::Run => {
+            let place = Place::In(session.workspace.clone());
+            let compiled = engine
+                .compile(permit, language, &sources, compile_limits, &place)
+                .await
+                .map_err(|e| SessionError::Internal(e.to_string()))?;
+            if let Some(stage) = &compiled.stage {
+                let text = [stage.outcome.stdout.as_slice(), stage.outcome.stderr.as_slice()].concat();
                 if !text.is_empty() {
-                    session.emit(json!({"type": "output", "data": b64(&crlf(&text))}));
+                    session.emit(Event::Output { data: b64(&crlf(&text)) });
                 }
-                if outcome.status != Status::Ok {
-                    let v = match outcome.status {
-                        Status::RuntimeError | Status::Signaled => Verdict::CompileError,
-                        other => Verdict::of(other),
-                    };
-                    return Ok((v, outcome));
+                if stage.verdict != Verdict::Ok {
+                    return Ok((stage.verdict, stage.outcome.clone()));
                 }
             }
-            evald_engine::expand(&language.spec.run, &sources)
+            compiled
         }
-        Kind::Shell => vec!["/bin/bash".into(), "-i".into()],
-        Kind::Repl => language.spec.repl.clone().unwrap_or_default(),
+        ProcessKind::Shell | ProcessKind::Repl => Compiled::none(),
     };
-    let mut spec = RunSpec::new(argv[0].clone(), argv[1..].to_vec());
-    spec.env = language.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    // Shell history stays out of the user's files.
-    spec.env.push(("HISTFILE".into(), "/tmp/.bash_history".into()));
-    spec.stdin = Stdin::Pty { rows: rows.max(1), cols: cols.max(1) };
-    spec.limits = run_limits;
-    let sandbox = engine.sandbox().clone();
-    let s = session.clone();
-    let mut running = tokio::task::spawn_blocking(move || sandbox.spawn_in(&spec, &s.workspace))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let master = running.take_pty().ok_or("no terminal")?;
-    let pidfd = running.pidfd().try_clone_to_owned().map_err(|e| e.to_string())?;
-    let master = evald_sandbox::asyncio::register(master).map_err(|e| e.to_string())?;
-    let exited = evald_sandbox::asyncio::register(pidfd).map_err(|e| e.to_string())?;
-    let mut check = tokio::time::interval(LIMIT_CHECK);
-    let mut buf = vec![0u8; 8192];
-    let mut pty_open = true;
-    loop {
-        tokio::select! {
-            r = master.readable(), if pty_open => {
-                let Ok(mut guard) = r else { pty_open = false; continue };
-                match guard.try_io(|f| f.get_ref().read(&mut buf)) {
-                    Ok(Ok(0)) | Ok(Err(_)) => pty_open = false,
-                    Ok(Ok(n)) => { session.emit(json!({"type": "output", "data": b64(&buf[..n])})); }
-                    Err(_would_block) => {}
-                }
-            }
-            _ = exited.readable() => break,
-            msg = control.recv() => match msg {
-                Some(Control::Stdin(bytes)) => write_all(&master, &bytes).await,
-                Some(Control::Eof) => write_all(&master, &[0x04]).await,
-                Some(Control::Resize(r, c)) => { let _ = Running::resize(master.get_ref().as_fd(), r, c); }
-                Some(Control::Signal(sig)) => { let _ = running.signal(sig); }
-                Some(Control::Kill) | None => running.kill(),
-            },
-            _ = check.tick() => { running.check_limits(); }
-        }
-    }
-    // The box is gone: what is left in the terminal is read without waiting.
-    while let Ok(n) = master.get_ref().read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        session.emit(json!({"type": "output", "data": b64(&buf[..n])}));
-    }
-    let outcome = tokio::task::spawn_blocking(move || running.wait()).await.map_err(|e| e.to_string())?;
+    let program = match kind {
+        ProcessKind::Run => Program::Run { compiled: &compiled, args: &[] },
+        ProcessKind::Shell => Program::Shell,
+        ProcessKind::Repl => Program::Repl,
+    };
+    let launch = Launch {
+        language,
+        sources: &sources,
+        program,
+        io: Io::Terminal { rows, cols },
+        limits: run_limits,
+        workspace: Some(&session.workspace),
+    };
+    let process = engine.start(permit, launch).await.map_err(|e| SessionError::Internal(e.to_string()))?;
+    let outcome = process.drive(Vec::new(), Some(&mut control), &mut Events { session }).await;
     Ok((Verdict::of(outcome.status), outcome))
 }
 
-async fn write_all(master: &AsyncFd<std::fs::File>, mut data: &[u8]) {
-    while !data.is_empty() {
-        let Ok(mut guard) = master.writable().await else { return };
-        match guard.try_io(|f| f.get_ref().write(data)) {
-            Ok(Ok(n)) => data = &data[n..],
-            Ok(Err(_)) => return,
-            Err(_would_block) => {}
-        }
-    }
-}
-
-/// The session's sources with the main file first: the language's main file
-/// name when present, else the first file; then the other files with the
-/// main file's extension.
-fn main_first(session: &Session, language: &evald_engine::Language) -> Result<Vec<SourceFile>, String> {
-    let entries = session.workspace.list(10_000).map_err(|e| e.to_string())?;
+/// The workspace's sources with the main file first: the language's main
+/// file name (`main`) when present, else the first file; then the other
+/// files with the main file's extension. Empty when it has no files.
+fn main_first(workspace: &Workspace, main: &str) -> std::io::Result<Vec<SourceFile>> {
+    let entries = workspace.list(10_000).map_err(std::io::Error::other)?;
     let mut files: Vec<SourceFile> =
         entries.into_iter().filter(|e| !e.is_dir).map(|e| SourceFile { path: e.path, content: Vec::new() }).collect();
-    if let Some(i) = files.iter().position(|f| f.path == language.spec.main) {
+    if let Some(i) = files.iter().position(|f| f.path == main) {
         let main = files.remove(i);
         files.insert(0, main);
     }
-    let Some(main) = files.first() else {
-        return Err("the workspace has no files".into());
-    };
+    let Some(main) = files.first() else { return Ok(files) };
     // `{files}` means the sources of the main file's kind, not notes or
     // earlier build outputs.
     let ext = main.path.rsplit_once('.').map(|(_, e)| e.to_owned());

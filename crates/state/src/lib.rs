@@ -1,48 +1,54 @@
 #![forbid(unsafe_code)]
-//! The state a cluster of evald nodes shares, kept in Redis.
+//! The state a node keeps beyond one request, behind the ports the other
+//! crates use, each with the implementation of a single node (the embedded
+//! default) and the Redis one of a cluster:
 //!
-//! A single node keeps its state on its own disk and in its own memory; a
-//! node started with a Redis URL keeps here everything another node may need
-//! when it takes over a user:
+//! | port | one node | cluster (Redis) |
+//! |---|---|---|
+//! | [`WorkspaceStore`]: session workspaces, written before a write is acknowledged | [`LocalStore`] (host disk) | [`RedisWorkspaceStore`] |
+//! | [`Ownership`]: which node serves a session | none: the node owns all | [`RedisOwnership`] over [`SessionRegistry`] |
+//! | [`RateLimiter`]: per-key request counters | [`FixedWindow`] | [`RedisRateLimiter`] |
+//! | [`RunQueue`]: `wait=false` runs on a Redis Stream, finished by another node if theirs dies | (in-memory runs of the server) | [`RunQueue`] |
 //!
-//! - [`RedisWorkspaceStore`]: session workspaces (an
-//!   [`evald_session::WorkspaceStore`]), written before a write is
-//!   acknowledged;
-//! - [`SessionRegistry`]: which node runs which session, with expiring
-//!   ownership that only the owner may extend;
-//! - [`RedisRateLimiter`]: per-key request counters shared by every node;
-//! - [`RunQueue`]: the `wait=false` runs, on a Redis Stream with a consumer
-//!   group, so a run accepted by a node that dies is finished by another.
+//! Every Redis key starts with a namespace ([`RedisConfig::namespace`],
+//! `evald:` by default), so several deployments can share one Redis.
 //!
-//! Every key starts with a namespace ([`RedisConfig::namespace`], `evald:` by
-//! default), so several deployments can share one Redis.
-//!
-//! Architecture invariant: this crate knows Redis and nothing of HTTP. Every
-//! failure is a [`StateError`] that tells "Redis is away, retry later"
-//! ([`StateError::is_unavailable`]) apart from a broken reply or a refused
-//! command, so the server can answer 503 with Retry-After while Redis is away
-//! and recover by itself when it returns: no handle here needs rebuilding
-//! after a Redis restart.
+//! Architecture invariant: this crate knows storage and Redis, and nothing
+//! of HTTP, sessions or the sandbox (it depends on `evald-proto` only, for
+//! the path rule). Every Redis failure is a [`StateError`] that tells
+//! "Redis is away, retry later" ([`StateError::is_unavailable`]) apart from a
+//! broken reply or a refused command, so the server can answer 503 with
+//! Retry-After while Redis is away and recover by itself when it returns: no
+//! handle here needs rebuilding after a Redis restart.
 //!
 //! The deployment this is made for is one Redis (optionally behind Sentinel);
 //! multi-key scripts do not use hash tags and so do not run on Redis Cluster.
 
 mod error;
+mod local_store;
+mod ownership;
 mod pool;
 mod queue;
 mod rate;
+mod redis_store;
 mod registry;
-mod store;
+mod workspace;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use error::StateError;
+pub use local_store::LocalStore;
+pub use ownership::{Ownership, RedisOwnership, OWNERSHIP_TTL};
 pub use queue::{QueueDepth, QueueEntry, RunQueue};
-pub use rate::{RateCheck, RedisRateLimiter};
+pub use rate::{FixedWindow, RateDecision, RateLimiter, RedisRateLimiter, WINDOW};
+pub use redis_store::{is_unavailable, RedisWorkspaceStore};
 pub use registry::SessionRegistry;
-pub use store::{is_unavailable, RedisWorkspaceStore};
+pub use workspace::{Meta, StoredFile, WorkspaceStore};
+
+/// A boxed future, for the object-safe ports.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Where Redis is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,14 +128,20 @@ impl Redis {
         RedisWorkspaceStore::new(pool::Pool::new(self.client.clone(), &self.config), self.keys())
     }
 
-    /// The synchronous shared rate limiter.
-    pub fn rate_limiter(&self) -> RedisRateLimiter {
-        RedisRateLimiter::new(pool::Pool::new(self.client.clone(), &self.config), self.keys())
+    /// The shared rate limiter. Must be called within a tokio runtime.
+    pub fn rate_limiter(&self) -> Result<RedisRateLimiter, StateError> {
+        Ok(RedisRateLimiter::new(self.manager(None)?, self.keys()))
     }
 
     /// The session registry. Must be called within a tokio runtime.
     pub fn session_registry(&self) -> Result<SessionRegistry, StateError> {
         Ok(SessionRegistry::new(self.manager(None)?, self.keys()))
+    }
+
+    /// Session ownership for this node, named `node` (unique per node).
+    /// Must be called within a tokio runtime.
+    pub fn ownership(&self, node: impl Into<String>) -> Result<RedisOwnership, StateError> {
+        Ok(RedisOwnership::new(self.session_registry()?, node.into()))
     }
 
     /// The run queue. Must be called within a tokio runtime. Creates the

@@ -1,10 +1,10 @@
 //! A small pool of synchronous connections for the parts called from
-//! blocking threads (the workspace store and the rate limiter).
+//! blocking threads (the workspace store).
 //!
 //! Why a pool and not one `Mutex<Connection>`: the server calls the store
 //! from several blocking threads at once; one connection would serialise
 //! every file write of every session behind the slowest. Why not the async
-//! client: the [`evald_session::WorkspaceStore`] trait is synchronous and is
+//! client: the [`crate::WorkspaceStore`] trait is synchronous and is
 //! called outside the runtime's workers, where `block_on` would need a
 //! runtime handle and could deadlock a current-thread runtime.
 //!

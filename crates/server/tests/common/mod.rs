@@ -1,6 +1,7 @@
-//! Test harness: an `AppState` over a real sandbox and the real catalogue,
-//! and helpers that send a request through the router and return status,
-//! headers and the JSON body.
+//! Test harness: a node's state over the real catalogue, with a real
+//! sandbox ([`state`], the root tier) or none at all ([`api_state`], for
+//! tests that run no code and so need no root), and helpers that send a
+//! request through the router and return status, headers and the JSON body.
 
 #![allow(dead_code)]
 
@@ -10,9 +11,10 @@ use std::sync::{Arc, OnceLock};
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
-use evald_engine::{Engine, EngineConfig, Language};
-use evald_sandbox::{Sandbox, SandboxConfig};
-use evald_server::{AppState, StateOptions};
+use evald_engine::{Engine, EngineConfig, Language, Lifecycle, Sandbox, SandboxConfig};
+use evald_server::{AppState, HttpConfig, ServerConfig};
+use evald_session::SessionConfig;
+use evald_testkit::uids::Range;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -36,27 +38,73 @@ pub fn installed(id: &str) -> bool {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A state with `slots` boxes; `uid_base` must differ between test binaries
-/// (each state takes `uid_base + 100 * n` for its own users).
-pub fn state(uid_base: u32, slots: u32, tune: impl FnOnce(&mut StateOptions)) -> AppState {
+/// Box user ids each state takes from its binary's range.
+const UIDS_PER_STATE: u32 = 10;
+
+/// The configuration of a test node numbered `n`: defaults, a memory budget
+/// that never limits, a data directory of its own.
+fn config(n: u32) -> ServerConfig {
+    let name = format!("srv-test-{}-{n}", std::process::id());
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        agent_listen: None,
+        node: name.clone(),
+        languages_dir: LANGUAGES_DIR.into(),
+        data_dir: std::env::temp_dir().join(format!("evald-{name}-data")),
+        engine: EngineConfig::new(64 << 30),
+        sessions: SessionConfig::DEFAULT,
+        http: HttpConfig::DEFAULT,
+        redis: None,
+        shutdown_grace: ServerConfig::DEFAULT_SHUTDOWN_GRACE,
+    }
+}
+
+fn log() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn,evald_server=info"))
         .with_test_writer()
         .try_init();
+}
+
+/// A node with a real sandbox of `slots` boxes, its user ids from `uids`
+/// (each state of a binary takes the next block of it), its background
+/// work spawned. `tune` changes the configuration first.
+pub fn state(uids: Range, slots: u32, tune: impl FnOnce(&mut ServerConfig)) -> AppState {
+    log();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let name = format!("srv-test-{}-{n}", std::process::id());
+    let mut config = config(n);
+    tune(&mut config);
     let sandbox = Sandbox::new(SandboxConfig {
-        instance: name.clone(),
-        state_dir: std::env::temp_dir().join(format!("evald-{name}")),
-        uid_base: uid_base + 100 * n,
+        instance: config.node.clone(),
+        state_dir: std::env::temp_dir().join(format!("evald-{}", config.node)),
+        uid_base: uids.block(n, UIDS_PER_STATE),
         slots,
         ..SandboxConfig::default()
     })
     .expect("the sandbox starts (tests run as root)");
-    let engine = Engine::new(sandbox, languages(), EngineConfig::default());
-    let mut options = StateOptions::new(slots, 64 << 30);
-    tune(&mut options);
-    AppState::new(engine, options)
+    let lifecycle = Lifecycle::new();
+    let engine = Arc::new(Engine::new(sandbox, languages(), config.engine.clone(), &lifecycle));
+    start(&config, engine, lifecycle)
+}
+
+/// A node that runs no code (its engine has no sandbox): for routing,
+/// validation, bad input and documents. Needs no root.
+pub fn api_state(tune: impl FnOnce(&mut ServerConfig)) -> AppState {
+    log();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut config = config(n);
+    tune(&mut config);
+    let lifecycle = Lifecycle::new();
+    let engine = Arc::new(Engine::without_sandbox(2, languages(), config.engine.clone(), &lifecycle));
+    start(&config, engine, lifecycle)
+}
+
+fn start(config: &ServerConfig, engine: Arc<Engine>, lifecycle: Lifecycle) -> AppState {
+    let node = evald_server::compose::compose_local(config, engine, lifecycle).expect("the node composes");
+    for (_, task) in node.background {
+        tokio::spawn(task);
+    }
+    node.state
 }
 
 pub struct Reply {

@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::io;
 
 use evald_proto::path::check_relative_path;
-use evald_session::{Meta, StoredFile, WorkspaceStore};
 use redis::Script;
 
 use crate::pool::{Pool, Replay};
+use crate::workspace::{Meta, StoredFile, WorkspaceStore};
 use crate::{Keys, StateError};
 
 const EXECUTABLE: u8 = b'x';

@@ -1,64 +1,40 @@
 //! The session protocol over real sockets: a real server on 127.0.0.1, real
 //! boxes, real languages (python, bash and c must be installed).
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
-use evald_engine::{catalogue, Catalogue, Engine, EngineConfig};
-use evald_sandbox::{Sandbox, SandboxConfig};
-use evald_session::{routes, LocalStore, Manager, SessionConfig};
+use common::state;
+use evald_server::AppState;
+use evald_session::SessionConfig;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+
+const UIDS: evald_testkit::uids::Range = evald_testkit::uids::SERVER_SESSIONS;
+
 /// Events are awaited with this bound; a test fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            let pid = std::process::id();
-            let sandbox = Sandbox::new(SandboxConfig {
-                instance: format!("session-test-{pid}"),
-                state_dir: format!("/tmp/evald-session-test-{pid}").into(),
-                uid_base: 65000,
-                slots: 8,
-                ..SandboxConfig::default()
-            })
-            .expect("sandbox");
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../languages");
-            let catalogue = Catalogue::load_dir(dir.as_ref()).expect("catalogue");
-            let langs: Vec<_> = catalogue::detect_installed(&catalogue)
-                .into_iter()
-                .filter(|l| ["python", "bash", "c"].contains(&l.spec.id.as_str()))
-                .collect();
-            assert_eq!(langs.len(), 3, "python, bash and c must be installed");
-            Arc::new(Engine::new(sandbox, langs, EngineConfig::default()))
-        })
-        .clone()
-}
-
 struct Server {
     base: String,
-    manager: Arc<Manager>,
+    state: AppState,
 }
 
+/// A node with sessions configured as `config`, on a real socket.
 async fn server(config: SessionConfig) -> Server {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let store_dir = format!("/tmp/evald-session-test-{}/store-{n}", std::process::id());
-    let store = Arc::new(LocalStore::new(store_dir).expect("store"));
-    let manager = Manager::new(engine(), store, config);
-    manager.start_reaper();
+    for language in ["python", "bash", "c"] {
+        assert!(common::installed(language), "{language} must be installed");
+    }
+    let state = state(UIDS, 8, |c| c.sessions = config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app: axum::Router = routes(manager.clone());
+    let app = evald_server::app(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Server { base: format!("127.0.0.1:{}", addr.port()), manager }
+    Server { base: format!("127.0.0.1:{}", addr.port()), state }
 }
 
 impl Server {
@@ -344,7 +320,7 @@ async fn limits_close_with_their_codes() {
     let id = s.session("python", py("")).await;
     let mut c = s.connect(&id, None).await;
     c.next().await;
-    s.manager.shutdown();
+    s.state.begin_shutdown();
     assert_eq!(c.next().await, json!({"type": "closed", "code": 4503}));
     let _ = CloseCode::Normal;
 }

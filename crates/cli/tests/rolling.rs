@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 mod procs;
+use evald_testkit::uids;
 use procs::{http, until, ClusterNode, HaProxy, RedisServer, WAIT};
 
 /// The tests of this file each run a cluster; one at a time on 2 cores.
@@ -427,7 +428,7 @@ fn all_problems(clients: &[Arc<SessionClient>]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_loses_no_request_no_session_and_no_write() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start([67000, 67200, 67400], 3).await;
+    let mut cluster = Cluster::start([0, 1, 2].map(|i| uids::CLI_ROLLING.block(i, 100)), 3).await;
     let front = cluster.front();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = open_sessions(front, 6, 0, &stop).await;
@@ -502,7 +503,7 @@ async fn rolling_restart_loses_no_request_no_session_and_no_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_gets_the_new_sessions_first() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start([67600, 67800, 68000], 2).await;
+    let mut cluster = Cluster::start([3, 4, 5].map(|i| uids::CLI_ROLLING.block(i, 100)), 2).await;
     let front = cluster.front();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = open_sessions(front, 60, 0, &stop).await;
@@ -528,7 +529,7 @@ async fn a_joining_node_gets_the_new_sessions_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_node_moves_its_sessions_within_seconds_with_their_files() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start([68200, 68400, 68600], 3).await;
+    let mut cluster = Cluster::start([6, 7, 8].map(|i| uids::CLI_ROLLING.block(i, 100)), 3).await;
     let front = cluster.front();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = open_sessions(front, 6, 0, &stop).await;

@@ -9,8 +9,9 @@
 //!   the box is killed (exit signal `SIGKILL`).
 //!
 //! The session task reads client messages and writes server messages; the
-//! job runs in a task of its own and talks to the session over channels, so
-//! a slow or silent client never stalls limit enforcement.
+//! job runs in a task of its own (the engine's compile step, then its driver)
+//! and talks to the session over channels, so a slow or silent client never
+//! stalls limit enforcement.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,16 +20,32 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use evald_engine::{Control, Io, Launch, Place, Program, Sink, Stream};
 use evald_proto::piston::{close, ServerMessage, StageName};
-use evald_sandbox::Stdin;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::error::Dialect;
+use crate::error::ApiError;
 use crate::piston::{exit_of, prepare, Prepared};
-use crate::stream::{drive, Control, Output, Utf8Chunker};
-use crate::{signal_number, AppState};
+use crate::AppState;
+
+/// The signals a client may send.
+fn signal_number(name: &str) -> Option<i32> {
+    Some(match name {
+        "SIGINT" => 2,
+        "SIGTERM" => 15,
+        "SIGKILL" => 9,
+        "SIGQUIT" => 3,
+        "SIGHUP" => 1,
+        "SIGUSR1" => 10,
+        "SIGUSR2" => 12,
+        _ => return None,
+    })
+}
+
+/// Control messages a client may have in flight before the box takes them.
+const CONTROL_QUEUE: usize = 256;
 
 pub async fn connect(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let max = state.max_body_bytes();
@@ -93,7 +110,7 @@ async fn session(state: AppState, socket: WebSocket) {
         };
         match parse(&text) {
             Err(message) => return fail(&mut tx, message).await,
-            Ok(ClientMsg::Init(v)) => match prepare(&state, v) {
+            Ok(ClientMsg::Init(v)) => match prepare(state.engine(), v) {
                 Ok(p) => break p,
                 Err(e) => return fail(&mut tx, e.message).await,
             },
@@ -111,7 +128,7 @@ async fn session(state: AppState, socket: WebSocket) {
         return;
     }
     // Phase 2: the job runs; client messages steer it.
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let run_started = Arc::new(AtomicBool::new(false));
     let stdin_cap = state.max_body_bytes();
@@ -136,11 +153,6 @@ async fn session(state: AppState, socket: WebSocket) {
                     Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
                     Some(Ok(_)) => continue,
                 };
-                let send_control = |c: Control| {
-                    if let Some(tx) = &control {
-                        let _ = tx.send(c);
-                    }
-                };
                 match parse(&text) {
                     Err(message) => break Some(Err(message)),
                     Ok(ClientMsg::Init(_)) => {
@@ -152,19 +164,19 @@ async fn session(state: AppState, socket: WebSocket) {
                         break None;
                     }
                     Ok(ClientMsg::Data { data: None, .. }) => break Some(Err("data must be a string".into())),
-                    Ok(ClientMsg::Data { data: Some(d), .. }) if d.is_empty() => send_control(Control::Eof),
+                    Ok(ClientMsg::Data { data: Some(d), .. }) if d.is_empty() => send_control(&control, Control::Eof).await,
                     Ok(ClientMsg::Data { data: Some(d), .. }) => {
                         stdin_bytes += d.len();
                         if stdin_bytes > stdin_cap {
                             break Some(Err(format!("stdin exceeds {stdin_cap} bytes")));
                         }
-                        send_control(Control::Stdin(d.into_bytes()));
+                        send_control(&control, Control::Stdin(d.into_bytes())).await;
                     }
-                    Ok(ClientMsg::Eof) => send_control(Control::Eof),
+                    Ok(ClientMsg::Eof) => send_control(&control, Control::Eof).await,
                     Ok(ClientMsg::Signal(v)) => match v.as_str().and_then(signal_number) {
                         Some(n) => {
                             if run_started.load(Ordering::SeqCst) {
-                                send_control(Control::Signal(n));
+                                send_control(&control, Control::Signal(n)).await;
                             }
                         }
                         None => {
@@ -189,6 +201,14 @@ async fn session(state: AppState, socket: WebSocket) {
     }
 }
 
+/// Passes a client's request to the running job (backpressure: waits while
+/// the job has a full queue of them).
+async fn send_control(control: &Option<mpsc::Sender<Control>>, c: Control) {
+    if let Some(tx) = control {
+        let _ = tx.send(c).await;
+    }
+}
+
 /// Sends an `error` message, then closes with 4002.
 async fn fail(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, message: String) {
     let _ = send(tx, &ServerMessage::Error { message }).await;
@@ -198,7 +218,7 @@ async fn fail(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, mess
 async fn run_job(
     state: AppState,
     p: Prepared,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    mut control: mpsc::Receiver<Control>,
     events: mpsc::UnboundedSender<JobEvent>,
     run_started: Arc<AtomicBool>,
 ) {
@@ -208,11 +228,11 @@ async fn run_job(
     let fail = |message: String| {
         let _ = events.send(JobEvent::Fail(message));
     };
-    let permit = match state.admit(p.memory_bytes, Dialect::Piston).await {
+    let engine = state.engine();
+    let permit = match engine.admit(p.memory_bytes).await {
         Ok(permit) => permit,
-        Err(e) => return fail(e.message),
+        Err(r) => return fail(r.to_string()),
     };
-    let engine = state.engine().clone();
     let (compile_limits, run_limits) = match engine.limits(&p.language, &p.compile, &p.run) {
         Ok(l) => l,
         Err(e) => return fail(e.to_string()),
@@ -220,17 +240,9 @@ async fn run_job(
     if p.language.compiled() {
         emit(ServerMessage::Stage { stage: StageName::Compile });
     }
-    let compiled = {
-        let (engine, language, files) = (engine.clone(), p.language.clone(), p.files.clone());
-        tokio::task::spawn_blocking(move || engine.compile(&language, &files, compile_limits)).await
-    };
-    let compiled = match compiled {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return fail(crate::engine_error(e, Dialect::Piston).message),
-        Err(e) => {
-            tracing::error!(error = %e, "compile task failed");
-            return fail("internal error".into());
-        }
+    let compiled = match engine.compile(&permit, &p.language, &p.files, compile_limits, &Place::Fresh).await {
+        Ok(c) => c,
+        Err(e) => return fail(ApiError::from(e).piston().message),
     };
     if p.language.compiled() {
         let (code, signal) = match &compiled.stage {
@@ -252,66 +264,128 @@ async fn run_job(
         }
     }
     emit(ServerMessage::Stage { stage: StageName::Run });
-    let spec = engine.run_spec(&p.language, &p.files, &compiled, &p.args, Stdin::Pipe, run_limits);
-    let sandbox = engine.sandbox().clone();
-    let running = match tokio::task::spawn_blocking(move || sandbox.spawn(&spec)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return fail(crate::engine_error(e.into(), Dialect::Piston).message),
-        Err(e) => {
-            tracing::error!(error = %e, "spawn task failed");
-            return fail("internal error".into());
-        }
+    let launch = Launch {
+        language: &p.language,
+        sources: &p.files,
+        program: Program::Run { compiled: &compiled, args: &p.args },
+        io: Io::Pipes,
+        limits: run_limits,
+        workspace: None,
+    };
+    let process = match engine.start(&permit, launch).await {
+        Ok(process) => process,
+        Err(e) => return fail(ApiError::from(e).piston().message),
     };
     run_started.store(true, Ordering::SeqCst);
     // The init's `stdin` goes first, then whatever the client sent since.
-    let result = stream_run(running, run_limits.output_bytes, p.stdin.into_bytes(), &mut control, &events).await;
-    finish_run(result, &events);
+    let mut sink = DataSink { events: &events, stdout: Utf8Chunker::default(), stderr: Utf8Chunker::default() };
+    let outcome = process.drive(p.stdin.into_bytes(), Some(&mut control), &mut sink).await;
+    sink.finish();
+    let (_, _, code, signal) = exit_of(&outcome);
+    emit(ServerMessage::Exit { stage: StageName::Run, code, signal });
     drop(permit);
 }
 
-async fn stream_run(
-    running: evald_sandbox::Running,
-    cap: u64,
-    initial_stdin: Vec<u8>,
-    control: &mut mpsc::UnboundedReceiver<Control>,
-    events: &mpsc::UnboundedSender<JobEvent>,
-) -> std::io::Result<evald_sandbox::Outcome> {
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
-    let forward = async {
-        let (mut o, mut e) = (Utf8Chunker::default(), Utf8Chunker::default());
-        while let Some(chunk) = out_rx.recv().await {
-            let (stream, text) = match chunk {
-                Output::Stdout(b) => ("stdout", o.push(&b)),
-                Output::Stderr(b) => ("stderr", e.push(&b)),
-            };
-            if !text.is_empty() {
-                let _ = events.send(JobEvent::Send(ServerMessage::Data { stream: stream.into(), data: text }));
-            }
-        }
-        for (stream, text) in [("stdout", o.finish()), ("stderr", e.finish())] {
-            if !text.is_empty() {
-                let _ = events.send(JobEvent::Send(ServerMessage::Data { stream: stream.into(), data: text }));
-            }
-        }
-    };
-    let run = async move {
-        let r = drive(running, cap, initial_stdin, control, &out_tx).await;
-        drop(out_tx);
-        r
-    };
-    let (result, ()) = tokio::join!(run, forward);
-    result.map(|s| s.outcome)
+/// Passes output on as `data` messages, never splitting a UTF-8 sequence.
+struct DataSink<'a> {
+    events: &'a mpsc::UnboundedSender<JobEvent>,
+    stdout: Utf8Chunker,
+    stderr: Utf8Chunker,
 }
 
-fn finish_run(result: std::io::Result<evald_sandbox::Outcome>, events: &mpsc::UnboundedSender<JobEvent>) {
-    match result {
-        Ok(outcome) => {
-            let (_, _, code, signal) = exit_of(&outcome);
-            let _ = events.send(JobEvent::Send(ServerMessage::Exit { stage: StageName::Run, code, signal }));
+impl DataSink<'_> {
+    fn send(&self, stream: &str, data: String) {
+        if !data.is_empty() {
+            let _ = self.events.send(JobEvent::Send(ServerMessage::Data { stream: stream.into(), data }));
         }
-        Err(e) => {
-            tracing::error!(error = %e, "streaming run failed");
-            let _ = events.send(JobEvent::Fail("internal error".into()));
+    }
+
+    /// Whatever is left of an incomplete sequence, lossily.
+    fn finish(&mut self) {
+        let (out, err) = (self.stdout.finish(), self.stderr.finish());
+        self.send("stdout", out);
+        self.send("stderr", err);
+    }
+}
+
+impl Sink for DataSink<'_> {
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        match stream {
+            Stream::Stdout | Stream::Terminal => {
+                let text = self.stdout.push(bytes);
+                self.send("stdout", text);
+            }
+            Stream::Stderr => {
+                let text = self.stderr.push(bytes);
+                self.send("stderr", text);
+            }
         }
+    }
+}
+
+/// Turns byte chunks into text without splitting a UTF-8 sequence across
+/// messages: an incomplete sequence at the end waits for the next chunk.
+#[derive(Default)]
+struct Utf8Chunker {
+    carry: Vec<u8>,
+}
+
+impl Utf8Chunker {
+    fn push(&mut self, bytes: &[u8]) -> String {
+        self.carry.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.carry) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.carry.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.carry[..valid]));
+                    match e.error_len() {
+                        None => {
+                            self.carry.drain(..valid);
+                            return out;
+                        }
+                        Some(len) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.carry.drain(..valid + len);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left, lossily.
+    fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry.clear();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_sequences_are_not_split() {
+        let mut c = Utf8Chunker::default();
+        let e = "é".as_bytes();
+        assert_eq!(c.push(&[b'a', e[0]]), "a");
+        assert_eq!(c.push(&[e[1], b'b']), "éb");
+        assert_eq!(c.push(&[0xff, b'c']), "\u{fffd}c");
+        assert_eq!(c.push(&[e[0]]), "");
+        assert_eq!(c.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn signal_numbers_are_linuxs() {
+        assert_eq!(signal_number("SIGINT"), Some(2));
+        assert_eq!(signal_number("SIGUSR2"), Some(12));
+        assert_eq!(signal_number("SIGSTOP"), None);
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 mod procs;
+use evald_testkit::uids;
 use procs::{evald_binary, free_port, http, until, RedisServer, ROOT};
 
 /// Runs submitted; each sleeps this long, then prints its number.
@@ -78,8 +79,8 @@ fn program(n: usize) -> String {
 async fn runs_accepted_by_a_killed_node_are_finished_by_another() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start(dir.path()).await;
-    let mut a = Node::start("a", "127.0.0.31", 70000, &redis, dir.path());
-    let b = Node::start("b", "127.0.0.32", 70200, &redis, dir.path());
+    let mut a = Node::start("a", "127.0.0.31", uids::CLI_QUEUE.block(0, 100), &redis, dir.path());
+    let b = Node::start("b", "127.0.0.32", uids::CLI_QUEUE.block(1, 100), &redis, dir.path());
     for n in [&a, &b] {
         until("the node to be ready", || n.ready()).await;
     }

@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 mod procs;
+use evald_testkit::uids;
 use procs::{evald_binary, free_port, http, runtime_api, until, ROOT, WAIT};
 
 const ADMIN_KEY: &str = "haproxy-test-key";
@@ -116,8 +117,8 @@ async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
     let dir = std::env::temp_dir().join(format!("evald-haproxy-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    let n1 = Node::start("n1", "127.0.0.11", 69000, &dir).await;
-    let n2 = Node::start("n2", "127.0.0.12", 69100, &dir).await;
+    let n1 = Node::start("n1", "127.0.0.11", uids::CLI_HAPROXY.block(0, 100), &dir).await;
+    let n2 = Node::start("n2", "127.0.0.12", uids::CLI_HAPROXY.block(1, 100), &dir).await;
     for n in [&n1, &n2] {
         until("the nodes to be ready", || async {
             matches!(http(n.addr, "GET", "/healthz/ready", &[], "").await, Some((200, _))).then_some(())

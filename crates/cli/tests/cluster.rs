@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 mod procs;
+use evald_testkit::uids;
 use procs::{evald_binary, free_port, http, until, RedisServer, ROOT};
 
 struct Node {
@@ -58,8 +59,8 @@ impl Node {
 async fn nodes_share_sessions_rate_limits_and_survive_a_redis_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut redis = RedisServer::start(dir.path()).await;
-    let a = Node::start("a", "127.0.0.21", 66000, &redis, dir.path());
-    let b = Node::start("b", "127.0.0.22", 66200, &redis, dir.path());
+    let a = Node::start("a", "127.0.0.21", uids::CLI_CLUSTER.block(0, 100), &redis, dir.path());
+    let b = Node::start("b", "127.0.0.22", uids::CLI_CLUSTER.block(1, 100), &redis, dir.path());
     for n in [&a, &b] {
         until("the node to be ready", || async move { (n.ready_status().await == Some(200)).then_some(()) }).await;
     }

@@ -11,21 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const WAIT: Duration = Duration::from_secs(60);
 pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-/// The most recently built `evald` binary (release or debug).
+/// The `evald` binary of this build (Cargo builds it for the tests).
 pub fn evald_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| Path::new(ROOT).join("target"), PathBuf::from);
-    let newest = ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("evald"))
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max();
-    match newest {
-        Some((_, path)) => path,
-        None => panic!(
-            "no evald binary in {}/{{release,debug}}: build it first (`cargo build --release`, as scripts/test does)",
-            target.display()
-        ),
-    }
+    PathBuf::from(env!("CARGO_BIN_EXE_evald"))
 }
 
 /// A free TCP port on `ip` (bound then released).

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use evald_testkit::uids;
 use serde_json::{json, Value};
 
 mod procs;
@@ -18,6 +19,7 @@ fn cluster(action: &str, run: &Path, env: &[(&str, String)]) -> std::process::Ou
         .arg(action)
         .env("EVALD_CLUSTER_DIR", run)
         .env("EVALD_BIN", evald_binary())
+        .env("EVALD_CLUSTER_UID_BASE", uids::CLI_HARNESS.base.to_string())
         .env("EVALD_LANGUAGES", format!("{ROOT}/languages"))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()

@@ -1,12 +1,17 @@
-//! Admission control: how many boxes run at once, how much memory they may
-//! reserve together, and how many requests may wait for either.
+//! Capacity: how many boxes run at once, how much memory they may reserve
+//! together, and how many requests may wait for either. The one owner of
+//! the node's capacity: batch jobs, Piston WebSocket runs and session
+//! processes all hold a [`Permit`] while their boxes run, and every engine
+//! call that starts a box takes one.
 //!
-//! A job reserves one slot and its memory limit (the larger of its compile
-//! and run limits: its stages run one after the other) for its whole life.
-//! Both are tokio semaphores, which are fair (first come, first served), so a
-//! large job is not starved by small ones. Waiting is bounded twice: at most
-//! `queue` requests wait (more get 429 at once), and none waits longer than
-//! `queue_timeout` (it then gets 503). Nothing ever waits without end.
+//! A permit reserves one slot and a memory limit for its whole life (a job:
+//! the larger of its compile and run limits, since its stages run one after
+//! the other). Both are tokio semaphores, which are fair (first come, first
+//! served), so a large job is not starved by small ones. Waiting is bounded
+//! twice: at most `queue` requests wait (more are refused at once), and none
+//! waits longer than `queue_timeout`. Nothing ever waits without end. New
+//! and waiting requests are refused while the node drains or stops (see
+//! [`crate::Lifecycle`]); admitted ones keep their permits.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-/// Why a job was not admitted.
+use crate::lifecycle::Phase;
+
+/// Why work was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("the job's memory limit of {need} bytes is more than this node's budget of {budget} bytes")]
@@ -29,40 +36,40 @@ pub enum Refusal {
     Draining,
 }
 
-/// Whether admission takes new jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gate {
-    Open,
-    /// New and waiting jobs are refused; may reopen ([`Admission::undrain`]).
-    Draining,
-    /// For good: the process is exiting.
-    Closed,
-}
-
-/// Settings of [`Admission`].
-#[derive(Debug, Clone, Copy)]
-pub struct AdmissionConfig {
-    pub slots: u32,
+/// Settings of [`Capacity`] (its slots are the sandbox's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CapacityConfig {
+    /// Memory the admitted work may reserve together.
     pub memory_budget_bytes: u64,
+    /// Requests that may wait for capacity.
     pub queue: usize,
+    /// The longest a request waits.
     pub queue_timeout: Duration,
 }
 
+impl CapacityConfig {
+    /// Requests that may wait, unless configured.
+    pub const DEFAULT_QUEUE: usize = 64;
+    /// The longest wait, unless configured.
+    pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 struct Inner {
-    config: AdmissionConfig,
+    config: CapacityConfig,
+    /// Boxes at once: the sandbox's slots.
+    slot_count: u32,
     slots: Arc<Semaphore>,
     /// Memory in KiB units (permits are `u32` per acquisition).
     memory: Arc<Semaphore>,
     waiting: AtomicUsize,
-    /// A watch so that waiting tickets learn at once that they are refused.
-    gate: watch::Sender<Gate>,
-    /// Number of admitted jobs, observable so shutdown and tests can await it.
+    phase: watch::Receiver<Phase>,
+    /// Number of admitted permits, observable so a drain can await zero.
     active: watch::Sender<usize>,
 }
 
 /// Cheap to clone; clones share the same budget.
 #[derive(Clone)]
-pub struct Admission {
+pub struct Capacity {
     inner: Arc<Inner>,
 }
 
@@ -70,28 +77,36 @@ fn kib(bytes: u64) -> u64 {
     bytes.div_ceil(1024)
 }
 
-impl Admission {
-    pub fn new(config: AdmissionConfig) -> Admission {
+impl Capacity {
+    /// Capacity that refuses work as `phase` says (a [`crate::Lifecycle`]
+    /// subscription).
+    pub fn new(slots: u32, config: CapacityConfig, phase: watch::Receiver<Phase>) -> Capacity {
         let budget_kib = kib(config.memory_budget_bytes).min(Semaphore::MAX_PERMITS as u64) as usize;
-        Admission {
+        Capacity {
             inner: Arc::new(Inner {
                 config,
-                slots: Arc::new(Semaphore::new(config.slots as usize)),
+                slot_count: slots,
+                slots: Arc::new(Semaphore::new(slots as usize)),
                 memory: Arc::new(Semaphore::new(budget_kib)),
                 waiting: AtomicUsize::new(0),
-                gate: watch::channel(Gate::Open).0,
+                phase,
                 active: watch::channel(0).0,
             }),
         }
     }
 
-    pub fn config(&self) -> AdmissionConfig {
+    pub fn config(&self) -> CapacityConfig {
         self.inner.config
     }
 
-    /// Takes a place in line for a job reserving `memory_bytes`: refused at
-    /// once when the job can never fit or the queue is full. A request that
-    /// finds capacity free does not count as waiting (if another takes that
+    /// Boxes that may run at once.
+    pub fn slots(&self) -> u32 {
+        self.inner.slot_count
+    }
+
+    /// Takes a place in line for work reserving `memory_bytes`: refused at
+    /// once when it can never fit or the queue is full. A request that finds
+    /// capacity free does not count as waiting (if another takes that
     /// capacity first it waits uncounted, so the queue bound may be exceeded
     /// by the few requests of such a race).
     pub fn enqueue(&self, memory_bytes: u64) -> Result<Ticket, Refusal> {
@@ -113,7 +128,7 @@ impl Admission {
             }
             counted = true;
         }
-        Ok(Ticket { admission: self.clone(), need: need as u32, counted })
+        Ok(Ticket { capacity: self.clone(), need: need as u32, counted })
     }
 
     /// `enqueue` then `Ticket::admit`.
@@ -121,41 +136,12 @@ impl Admission {
         self.enqueue(memory_bytes)?.admit().await
     }
 
-    /// Refuses every new and waiting job for good; admitted ones keep their
-    /// permits.
-    pub fn close(&self) {
-        self.inner.gate.send_replace(Gate::Closed);
-        self.inner.slots.close();
-        self.inner.memory.close();
-    }
-
-    /// Refuses every new and waiting job with [`Refusal::Draining`] until
-    /// [`Admission::undrain`]; admitted ones keep their permits.
-    pub fn drain(&self) {
-        self.inner.gate.send_if_modified(|g| {
-            *g == Gate::Open && {
-                *g = Gate::Draining;
-                true
-            }
-        });
-    }
-
-    /// Takes new jobs again after a drain (not after `close`).
-    pub fn undrain(&self) {
-        self.inner.gate.send_if_modified(|g| {
-            *g == Gate::Draining && {
-                *g = Gate::Open;
-                true
-            }
-        });
-    }
-
-    /// Why a job would be refused now whatever its size, if it would.
+    /// Why work would be refused now whatever its size, if it would.
     fn refusal(&self) -> Option<Refusal> {
-        match *self.inner.gate.borrow() {
-            Gate::Open => None,
-            Gate::Draining => Some(Refusal::Draining),
-            Gate::Closed => Some(Refusal::ShuttingDown),
+        match *self.inner.phase.borrow() {
+            Phase::Serving => None,
+            Phase::Draining => Some(Refusal::Draining),
+            Phase::Stopping => Some(Refusal::ShuttingDown),
         }
     }
 
@@ -164,12 +150,12 @@ impl Admission {
         self.inner.slots.available_permits()
     }
 
-    /// Bytes of the memory budget not reserved by admitted jobs.
+    /// Bytes of the memory budget not reserved by admitted work.
     pub fn free_memory_bytes(&self) -> u64 {
         (self.inner.memory.available_permits() as u64 * 1024).min(self.inner.config.memory_budget_bytes)
     }
 
-    /// The number of admitted jobs, as a watch (await `wait_for`).
+    /// The number of admitted permits, as a watch (await `wait_for`).
     pub fn active(&self) -> watch::Receiver<usize> {
         self.inner.active.subscribe()
     }
@@ -180,12 +166,9 @@ impl Admission {
     }
 }
 
-/// The gate closed (or the semaphores did) while a ticket waited.
-struct AcquireClosed;
-
 /// A place in line; dropping it leaves the line.
 pub struct Ticket {
-    admission: Admission,
+    capacity: Capacity,
     need: u32,
     counted: bool,
 }
@@ -193,28 +176,28 @@ pub struct Ticket {
 impl Ticket {
     /// Waits (at most the queue timeout) for a slot and the memory.
     pub async fn admit(self) -> Result<Permit, Refusal> {
-        let inner = self.admission.inner.clone();
-        let mut gate = inner.gate.subscribe();
+        let inner = self.capacity.inner.clone();
+        let mut phase = inner.phase.clone();
         let acquire = async {
             let memory = inner.memory.clone().acquire_many_owned(self.need).await?;
             let slot = inner.slots.clone().acquire_owned().await?;
             Ok::<_, tokio::sync::AcquireError>((slot, memory))
         };
         let refused = async {
-            let _ = gate.wait_for(|g| *g != Gate::Open).await;
+            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
         };
         let result = tokio::select! {
-            r = tokio::time::timeout(inner.config.queue_timeout, acquire) => r.map(|r| r.map_err(|_| AcquireClosed)),
-            () = refused => Ok(Err(AcquireClosed)),
+            r = tokio::time::timeout(inner.config.queue_timeout, acquire) => r.map(|r| r.ok()),
+            () = refused => Ok(None),
         };
-        let refusal = self.admission.refusal();
+        let refusal = self.capacity.refusal();
         drop(self);
         match result {
             Err(_) => Err(Refusal::Timeout),
-            Ok(Err(AcquireClosed)) => Err(refusal.unwrap_or(Refusal::ShuttingDown)),
-            Ok(Ok((slot, memory))) => {
+            Ok(None) => Err(refusal.unwrap_or(Refusal::ShuttingDown)),
+            Ok(Some((slot, memory))) => {
                 inner.active.send_modify(|n| *n += 1);
-                Ok(Permit { _slot: slot, _memory: memory, admission: Admission { inner } })
+                Ok(Permit { _slot: slot, _memory: memory, capacity: Capacity { inner } })
             }
         }
     }
@@ -223,21 +206,22 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if self.counted {
-            self.admission.inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.capacity.inner.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
-/// An admitted job's reservation; released on drop.
+/// Admitted work's reservation; released on drop. Every engine call that
+/// starts a box takes one.
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
     _memory: OwnedSemaphorePermit,
-    admission: Admission,
+    capacity: Capacity,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.inner.active.send_modify(|n| *n = n.saturating_sub(1));
+        self.capacity.inner.active.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -254,19 +238,17 @@ pub fn mem_total() -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Lifecycle;
 
-    fn admission(slots: u32, budget: u64, queue: usize) -> Admission {
-        Admission::new(AdmissionConfig {
-            slots,
-            memory_budget_bytes: budget,
-            queue,
-            queue_timeout: Duration::from_millis(50),
-        })
+    fn capacity(slots: u32, budget: u64, queue: usize) -> (Capacity, Lifecycle) {
+        let lifecycle = Lifecycle::new();
+        let config = CapacityConfig { memory_budget_bytes: budget, queue, queue_timeout: Duration::from_millis(50) };
+        (Capacity::new(slots, config, lifecycle.subscribe()), lifecycle)
     }
 
     #[tokio::test(start_paused = true)]
     async fn slots_queue_and_timeout_are_bounded() {
-        let a = admission(1, 1 << 30, 1);
+        let (a, _l) = capacity(1, 1 << 30, 1);
         let first = a.admit(1 << 20).await.expect("free");
         assert_eq!(*a.active().borrow(), 1);
         let waiting = a.enqueue(1 << 20).expect("queued");
@@ -281,18 +263,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn memory_budget_is_shared() {
-        let a = admission(4, 100 << 20, 0);
+        let (a, lifecycle) = capacity(4, 100 << 20, 0);
         assert_eq!(a.enqueue(101 << 20).err(), Some(Refusal::TooLarge { need: 101 << 20, budget: 100 << 20 }));
         let _big = a.admit(80 << 20).await.expect("fits");
         assert_eq!(a.enqueue(30 << 20).err(), Some(Refusal::QueueFull), "only 20 MiB left");
         assert!(a.admit(20 << 20).await.is_ok());
-        a.close();
+        lifecycle.stop();
         assert_eq!(a.enqueue(1).err(), Some(Refusal::ShuttingDown));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn drain_refuses_new_and_waiting_jobs_and_can_be_undone() {
-        let a = admission(1, 1 << 30, 4);
+    async fn drain_refuses_new_and_waiting_work_and_can_be_undone() {
+        let (a, lifecycle) = capacity(1, 1 << 30, 4);
         assert_eq!((a.free_slots(), a.free_memory_bytes()), (1, 1 << 30));
         let held = a.admit(1 << 20).await.expect("free");
         assert_eq!((a.free_slots(), a.free_memory_bytes()), (0, (1 << 30) - (1 << 20)));
@@ -303,15 +285,15 @@ mod tests {
         while a.waiting() == 0 {
             tokio::task::yield_now().await;
         }
-        a.drain();
+        lifecycle.drain();
         assert_eq!(waiting.await.expect("task"), Some(Refusal::Draining));
         assert_eq!(a.enqueue(1).err(), Some(Refusal::Draining));
-        assert_eq!(*a.active().borrow(), 1, "the admitted job keeps its permit");
+        assert_eq!(*a.active().borrow(), 1, "the admitted work keeps its permit");
         drop(held);
-        a.undrain();
+        lifecycle.undrain();
         assert!(a.admit(1 << 20).await.is_ok());
-        a.close();
-        a.undrain();
-        assert_eq!(a.enqueue(1).err(), Some(Refusal::ShuttingDown), "a close is for good");
+        lifecycle.stop();
+        lifecycle.undrain();
+        assert_eq!(a.enqueue(1).err(), Some(Refusal::ShuttingDown), "a stop is for good");
     }
 }
