@@ -324,10 +324,15 @@ test('editor modes load on demand; invalid server messages are counted and ignor
   const cdp = await browser.newCDPSession(page);
   await cdp.send('Network.enable');
   await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+  // Scripts requested, in order (recorded synchronously, so before the page can use them).
   const scripts = [];
-  page.on('requestfinished', async (r) => {
-    const path = new URL(r.url()).pathname;
-    if (path.endsWith('.js')) scripts.push({ path, status: (await r.response())?.status() });
+  page.on('request', (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path.endsWith('.js')) scripts.push({ path, request, status: null });
+  });
+  page.on('response', (response) => {
+    const s = scripts.find((e) => e.request === response.request());
+    if (s) s.status = response.status();
   });
   try {
     step('open the IDE (a Python file)');
@@ -336,7 +341,7 @@ test('editor modes load on demand; invalid server messages are counted and ignor
     await page.waitForFunction(() => window.__evald.state.openPath === 'main.py', null, { timeout: T.ui });
     await page.waitForFunction(() => window.__evald.editorMode() === 'python', null, { timeout: T.ui });
     // The first load: the core (app.js and the chunks it imports) and Python's mode, no other mode.
-    const initial = scripts.map((s) => s.path);
+    const initial = scripts.map((e) => e.path);
     assert.ok(initial.includes('/app.js'), `app.js loaded: ${initial}`);
     assert.ok(initial.some((p) => /^\/python-[A-Z0-9]{8}\.js$/.test(p)), `the Python mode loaded: ${initial}`);
     for (const p of initial) assert.match(p, /^\/(app|chunk-[A-Z0-9]{8}|python-[A-Z0-9]{8})\.js$/, 'only the core and Python at first');
@@ -352,8 +357,12 @@ test('editor modes load on demand; invalid server messages are counted and ignor
     await page.evaluate(() => window.__evald.setEditorText('#include <stdio.h>\n\nint main(void) {\n    return 0;\n}\n'));
     await highlighted(page, '^(int|return)$');
     const later = scripts.slice(mark);
-    assert.ok(!scripts.slice(0, mark).some((s) => s.path.startsWith('/clike-')), 'no C mode before a C file was opened');
-    assert.ok(later.some((s) => /^\/clike-[A-Z0-9]{8}\.js$/.test(s.path) && s.status === 200), `the C mode's chunk fetched on opening main.c: ${JSON.stringify(later)}`);
+    assert.ok(!scripts.slice(0, mark).some((e) => e.path.startsWith('/clike-')), 'no C mode before a C file was opened');
+    const paths = (list) => list.map((e) => `${e.path} ${e.status}`).join(', ');
+    assert.ok(
+      later.some((e) => /^\/clike-[A-Z0-9]{8}\.js$/.test(e.path) && e.status === 200),
+      `the C mode's chunk fetched on opening main.c: ${paths(later)}`,
+    );
 
     step('invalid server messages');
     const seen = () =>

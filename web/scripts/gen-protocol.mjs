@@ -158,7 +158,7 @@ function body(s, x, at, where) {
     if (s.additionalProperties !== undefined) {
       if (s.additionalProperties !== false) throw new Error(`gen-protocol: ${where}: additionalProperties must be false`);
       const name = fresh('KNOWN_');
-      constants.push(`const ${name} = new Set(${lit(Object.keys(s.properties || {}))});`);
+      constants.push(`/** @type {ReadonlySet<string>} */\nconst ${name} = new Set(${lit(Object.keys(s.properties || {}))});`);
       inner.push(`for (const k of Object.keys(${x})) if (!${name}.has(k)) return fail(errs, ${at} + '/' + k, 'is not allowed');`);
     }
     out.push(`if (isObject(${x})) {`, ...inner.map((l) => `  ${l}`), '}');

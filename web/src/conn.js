@@ -14,7 +14,7 @@ import { parseServerMessage } from './protocol.js';
 /** @typedef {import('./protocol.gen').ServerMessage} ServerMessage */
 /** @typedef {import('./protocol.gen').ClientMessage} ClientMessage */
 /** @typedef {import('./state.js').ConnState} ConnState */
-/** @typedef {{reconnectIn?: number, note?: string, code?: number}} ConnInfo */
+/** @typedef {{reconnectIn?: number, note?: string, code?: number | undefined}} ConnInfo */
 
 /**
  * Delay before reconnect attempt n (0-based): min(1.7^n s, 15 s) + 0..500 ms.
@@ -31,9 +31,9 @@ const DEAD_AFTER_MS = 45000; // no frame at all for this long: the link is dead
 /** The code this client closes a socket with when it gives it up (drop, offline, drain, dead link). */
 export const DROPPED = 4000;
 
-/** What the server's close codes mean (generated from crates/proto). */
+/** What the server's close codes mean (generated from crates/proto). @type {ReadonlyMap<number, string>} */
 const MEANINGS = new Map(Object.entries(CLOSE_MEANINGS).map(([code, meaning]) => [Number(code), meaning]));
-/** Codes the browser itself reports (RFC 6455), which the server never sends. */
+/** Codes the browser itself reports (RFC 6455), which the server never sends. @type {ReadonlyMap<number, string>} */
 const BROWSER_MEANINGS = new Map([
   [1001, 'the server went away'],
   [1006, 'connection lost'],

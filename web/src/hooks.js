@@ -1,5 +1,6 @@
 // @ts-check
 // Hooks for tests and debugging on `window.__evald` (web/README.md lists them).
+import { DROPPED } from './conn.js';
 
 /** @typedef {import('./state.js').Store} Store */
 /** @typedef {import('./editor.js').Editor} Editor */
@@ -18,7 +19,7 @@ export function installTestHooks({ store, editor, term, conn, saver }) {
     setEditorText: (t) => editor.setText(t),
     /** The open file's editor mode (`python`, `c`, ...), null until it has loaded. */
     editorMode: () => store.get().editorMode,
-    dropConnection: () => conn.drop(4000, 'dropped by a test'),
+    dropConnection: () => conn.drop(DROPPED, 'dropped by a test'),
     flushSave: () => saver.flush(),
     /**
      * Feeds one frame through the connection's message handler, as if the

@@ -18,7 +18,7 @@ export const DEFAULT_LANGUAGE = 'python';
 /** The session id of the URL hash, if any. */
 export function sessionFromUrl() {
   const m = /(?:^#|&)s=([^&]+)/.exec(location.hash);
-  return m ? decodeURIComponent(m[1]) : null;
+  return m?.[1] ? decodeURIComponent(m[1]) : null;
 }
 
 /** @param {string} id */

@@ -63,20 +63,30 @@ function oneOf(x, at, errs, branches) {
 
 /** @type {readonly unknown[]} */
 const ENUM_11 = ["run","shell","repl"];
+/** @type {ReadonlySet<string>} */
 const KNOWN_12 = new Set(["type","session","language","seq","running"]);
+/** @type {ReadonlySet<string>} */
 const KNOWN_19 = new Set(["type","seq","kind"]);
 const PATTERN_26 = new RegExp("^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$", 'u');
+/** @type {ReadonlySet<string>} */
 const KNOWN_27 = new Set(["type","seq","data"]);
 /** @type {readonly unknown[]} */
 const ENUM_36 = ["ok","compile_error","runtime_error","time_limit_cpu","time_limit_wall","memory_limit","output_limit","internal_error"];
+/** @type {ReadonlySet<string>} */
 const KNOWN_47 = new Set(["type","seq","kind","status","exit_code","signal","cpu_ms","wall_ms","memory_bytes"]);
+/** @type {ReadonlySet<string>} */
 const KNOWN_63 = new Set(["path","size","is_dir"]);
+/** @type {ReadonlySet<string>} */
 const KNOWN_64 = new Set(["type","seq","files"]);
+/** @type {ReadonlySet<string>} */
 const KNOWN_71 = new Set(["type","from","to"]);
 /** @type {readonly unknown[]} */
 const ENUM_76 = ["busy","not_running","no_repl","bad_request","overloaded","process_lost","internal_error"];
+/** @type {ReadonlySet<string>} */
 const KNOWN_79 = new Set(["type","code","message"]);
+/** @type {ReadonlySet<string>} */
 const KNOWN_82 = new Set(["type"]);
+/** @type {ReadonlySet<string>} */
 const KNOWN_87 = new Set(["type","delay_ms"]);
 
 /** $defs/ServerMessage. @param {unknown} x @param {string} at @param {string[]} errs @returns {boolean} */

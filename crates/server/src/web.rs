@@ -92,7 +92,7 @@ mod tests {
         router::<()>().oneshot(req.body(Body::empty()).expect("request")).await.expect("infallible")
     }
 
-    fn header_of<'a>(resp: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header_of(resp: &Response, name: header::HeaderName) -> &str {
         resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
