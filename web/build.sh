@@ -21,7 +21,7 @@ for f in src/*.js src/modes/*.js; do
     exit 1
   fi
 done
-npx tsc -p tsconfig.json
+npx tsc -p tsconfig.json --noEmit
 
 rm -rf dist
 mkdir -p dist
