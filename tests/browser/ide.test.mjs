@@ -311,3 +311,111 @@ test('the IDE: edit, run interactively, files, reload, reconnect', { timeout: 24
     throw e;
   }
 });
+
+test('editor modes load on demand; invalid server messages are counted and ignored', { timeout: 120_000 }, async () => {
+  const page = await browser.newPage();
+  const pageErrors = [];
+  const warnings = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'warning') warnings.push(m.text());
+  });
+  // Every request reaches the network (no cache from the first test), in order.
+  const cdp = await browser.newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+  // Scripts requested, in order (recorded synchronously, so before the page can use them).
+  const scripts = [];
+  page.on('request', (request) => {
+    const path = new URL(request.url()).pathname;
+    if (path.endsWith('.js')) scripts.push({ path, request, status: null });
+  });
+  page.on('response', (response) => {
+    const s = scripts.find((e) => e.request === response.request());
+    if (s) s.status = response.status();
+  });
+  try {
+    step('open the IDE (a Python file)');
+    await page.goto(`${base}/`);
+    await connIs(page, ['connected'], T.ui);
+    await page.waitForFunction(() => window.__evald.state.openPath === 'main.py', null, { timeout: T.ui });
+    await page.waitForFunction(() => window.__evald.editorMode() === 'python', null, { timeout: T.ui });
+    // The first load: the core (app.js and the chunks it imports) and Python's mode, no other mode.
+    const initial = scripts.map((e) => e.path);
+    assert.ok(initial.includes('/app.js'), `app.js loaded: ${initial}`);
+    assert.ok(initial.some((p) => /^\/python-[A-Z0-9]{8}\.js$/.test(p)), `the Python mode loaded: ${initial}`);
+    for (const p of initial) assert.match(p, /^\/(app|chunk-[A-Z0-9]{8}|python-[A-Z0-9]{8})\.js$/, 'only the core and Python at first');
+    await highlighted(page, '^(print|"name\\? ")$'); // PROGRAM, as the first test left it
+
+    step('open a C file');
+    const mark = scripts.length;
+    await page.locator('#new-file').click();
+    await page.locator('#new-file-name').fill('main.c');
+    await page.locator('#new-file-name').press('Enter');
+    await page.waitForFunction(() => window.__evald.state.openPath === 'main.c', null, { timeout: T.ui });
+    await page.waitForFunction(() => window.__evald.editorMode() === 'c', null, { timeout: T.ui });
+    await page.evaluate(() => window.__evald.setEditorText('#include <stdio.h>\n\nint main(void) {\n    return 0;\n}\n'));
+    await highlighted(page, '^(int|return)$');
+    const later = scripts.slice(mark);
+    assert.ok(!scripts.slice(0, mark).some((e) => e.path.startsWith('/clike-')), 'no C mode before a C file was opened');
+    const paths = (list) => list.map((e) => `${e.path} ${e.status}`).join(', ');
+    assert.ok(
+      later.some((e) => /^\/clike-[A-Z0-9]{8}\.js$/.test(e.path) && e.status === 200),
+      `the C mode's chunk fetched on opening main.c: ${paths(later)}`,
+    );
+
+    step('invalid server messages');
+    const seen = () =>
+      page.evaluate(() => ({
+        invalid: window.__evald.invalidMessages,
+        lastSeq: window.__evald.lastSeq,
+        lastExit: document.getElementById('last-exit').textContent,
+        message: document.getElementById('message').textContent,
+      }));
+    const before = await seen();
+    const frames = [
+      // cpu_ms must be a whole number; the seq is far ahead (it would move lastSeq if it were used).
+      { type: 'exit', seq: 1e9, kind: 'run', status: 'ok', exit_code: 0, signal: null, cpu_ms: 1.5, wall_ms: 2, memory_bytes: 0 },
+      { type: 'error', code: 'Bad Code', message: 'an invalid message' }, // not a code of the schema
+      { type: 'output', seq: 1e9, data: 'not base64!' },
+      { type: 'hello', session: 'x', language: 'c', seq: 0, running: 'build' },
+    ];
+    for (const f of frames) await page.evaluate((t) => window.__evald.receive(t), JSON.stringify(f));
+    await page.evaluate(() => window.__evald.receive('not JSON'));
+    const after = await seen();
+    assert.deepEqual(after, { ...before, invalid: before.invalid + frames.length + 1 }, 'counted, and nothing else changed');
+    assert.equal(await page.evaluate(() => window.__evald.state.language), 'python', 'the invalid hello did not switch the language');
+    assert.equal(warnings.filter((w) => w.includes('invalid server message')).length, frames.length + 1, warnings.join('\n'));
+
+    // A valid message through the same hook is acted on.
+    await page.evaluate(() => window.__evald.receive('{"type":"error","code":"busy","message":"a valid message"}'));
+    assert.equal(await page.locator('#message').textContent(), 'busy: a valid message');
+    assert.equal(await page.evaluate(() => window.__evald.invalidMessages), after.invalid);
+    assert.deepEqual(pageErrors, [], 'no uncaught page errors');
+  } catch (e) {
+    await page.screenshot({ path: join(artifacts, 'modes-failure.png') }).catch(() => {});
+    throw e;
+  } finally {
+    await page.close();
+  }
+});
+
+/** Waits until the editor shows a token matching `pattern` highlighted (coloured unlike plain text). */
+async function highlighted(page, pattern) {
+  try {
+    await page.waitForFunction(
+      (p) => {
+        const content = document.querySelector('#editor .cm-content');
+        const plain = content && getComputedStyle(content).color;
+        return [...document.querySelectorAll('#editor .cm-line span')].some(
+          (s) => new RegExp(p).test(s.textContent) && getComputedStyle(s).color !== plain,
+        );
+      },
+      pattern,
+      { timeout: T.ui },
+    );
+  } catch {
+    const html = await page.locator('#editor .cm-content').innerHTML();
+    throw new Error(`the editor did not highlight /${pattern}/: ${html.slice(0, 2000)}`);
+  }
+}

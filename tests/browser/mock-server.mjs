@@ -109,10 +109,12 @@ class Session {
   }
 }
 
+/** web/dist/ as evald serves it: `/` and every file by its name. */
 function staticFile(res, path) {
-  const file = join(dist, path === '/' ? 'index.html' : path.slice(1));
-  if (!['/', '/app.js', '/app.css', '/index.html'].includes(path) || !existsSync(file)) return err(res, 404, 'not_found', 'no such page');
-  const type = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css' }[extname(file)];
+  const name = path === '/' ? 'index.html' : path.slice(1);
+  const file = join(dist, name);
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(name) || !existsSync(file)) return err(res, 404, 'not_found', 'no such page');
+  const type = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css' }[extname(file)] ?? 'application/octet-stream';
   res.writeHead(200, { 'content-type': type });
   res.end(readFileSync(file));
 }

@@ -1,83 +1,35 @@
-// The code editor: CodeMirror 6 with a dark theme and a language chosen by
-// the open file's extension.
+// @ts-check
+// The code editor: CodeMirror 6 with a dark theme and the language mode of
+// the open file's extension, loaded on demand (modes.js): a file shows at
+// once, plain, and is highlighted when its mode has arrived.
 import { EditorView, basicSetup } from 'codemirror';
 import { EditorState, Compartment } from '@codemirror/state';
 import { keymap } from '@codemirror/view';
 import { indentWithTab } from '@codemirror/commands';
-import { StreamLanguage } from '@codemirror/language';
+import { language as languageFacet } from '@codemirror/language';
 import { oneDark } from '@codemirror/theme-one-dark';
-import { python } from '@codemirror/lang-python';
-import { javascript } from '@codemirror/lang-javascript';
-import { cpp } from '@codemirror/lang-cpp';
-import { java } from '@codemirror/lang-java';
-import { rust } from '@codemirror/lang-rust';
-import { go } from '@codemirror/lang-go';
-import { c, csharp, kotlin, scala } from '@codemirror/legacy-modes/mode/clike';
-import { shell } from '@codemirror/legacy-modes/mode/shell';
-import { ruby } from '@codemirror/legacy-modes/mode/ruby';
-import { lua } from '@codemirror/legacy-modes/mode/lua';
-import { perl } from '@codemirror/legacy-modes/mode/perl';
-import { haskell } from '@codemirror/legacy-modes/mode/haskell';
-import { oCaml, fSharp } from '@codemirror/legacy-modes/mode/mllike';
-import { clojure } from '@codemirror/legacy-modes/mode/clojure';
-import { commonLisp } from '@codemirror/legacy-modes/mode/commonlisp';
-import { scheme } from '@codemirror/legacy-modes/mode/scheme';
-import { erlang } from '@codemirror/legacy-modes/mode/erlang';
-import { fortran } from '@codemirror/legacy-modes/mode/fortran';
-import { pascal } from '@codemirror/legacy-modes/mode/pascal';
-import { r } from '@codemirror/legacy-modes/mode/r';
-import { tcl } from '@codemirror/legacy-modes/mode/tcl';
-import { d } from '@codemirror/legacy-modes/mode/d';
-import { groovy } from '@codemirror/legacy-modes/mode/groovy';
-import { crystal } from '@codemirror/legacy-modes/mode/crystal';
-import { coffeeScript } from '@codemirror/legacy-modes/mode/coffeescript';
-import { cobol } from '@codemirror/legacy-modes/mode/cobol';
-import { octave } from '@codemirror/legacy-modes/mode/octave';
-import { brainfuck } from '@codemirror/legacy-modes/mode/brainfuck';
-import { forth } from '@codemirror/legacy-modes/mode/forth';
-import { sqlite } from '@codemirror/legacy-modes/mode/sql';
-import { toml } from '@codemirror/legacy-modes/mode/toml';
-import { yaml } from '@codemirror/legacy-modes/mode/yaml';
+import { modeLoaderFor } from './modes.js';
 
-const legacy = (mode) => () => StreamLanguage.define(mode);
-
-const BY_EXT = {
-  py: python, pyw: python,
-  js: javascript, mjs: javascript, cjs: javascript, ts: () => javascript({ typescript: true }),
-  jsx: () => javascript({ jsx: true }), tsx: () => javascript({ jsx: true, typescript: true }),
-  json: javascript,
-  c: legacy(c), h: cpp, cc: cpp, cpp: cpp, cxx: cpp, hpp: cpp,
-  java: java, rs: rust, go: go,
-  cs: legacy(csharp), kt: legacy(kotlin), kts: legacy(kotlin), scala: legacy(scala),
-  sh: legacy(shell), bash: legacy(shell), zsh: legacy(shell), fish: legacy(shell),
-  rb: legacy(ruby), lua: legacy(lua), pl: legacy(perl), pm: legacy(perl),
-  hs: legacy(haskell), ml: legacy(oCaml), mli: legacy(oCaml), fs: legacy(fSharp),
-  clj: legacy(clojure), lisp: legacy(commonLisp), el: legacy(commonLisp),
-  scm: legacy(scheme), rkt: legacy(scheme), erl: legacy(erlang),
-  f90: legacy(fortran), f95: legacy(fortran), f: legacy(fortran),
-  pas: legacy(pascal), r: legacy(r), tcl: legacy(tcl), d: legacy(d),
-  groovy: legacy(groovy), cr: legacy(crystal), coffee: legacy(coffeeScript),
-  cob: legacy(cobol), cbl: legacy(cobol), m: legacy(octave), bf: legacy(brainfuck),
-  sql: legacy(sqlite), toml: legacy(toml), yaml: legacy(yaml), yml: legacy(yaml),
-};
-
-export function languageFor(path) {
-  const ext = (path || '').split('/').pop().split('.').slice(1).pop()?.toLowerCase();
-  const make = ext && BY_EXT[ext];
-  return make ? make() : [];
-}
+/**
+ * @typedef {object} EditorHandlers
+ * @property {(text: string) => void} onChange an edit by the user (not by open())
+ * @property {(mode: string | null) => void} onMode the open file's mode: null when a file opens, its name once loaded
+ * @property {(path: string, error: unknown) => void} onModeError a mode's chunk could not be loaded
+ */
 
 export class Editor {
-  /** @param {HTMLElement} parent @param {(text: string) => void} onChange */
-  constructor(parent, onChange) {
-    this.onChange = onChange;
+  /** @param {HTMLElement} parent @param {EditorHandlers} handlers */
+  constructor(parent, handlers) {
+    this.handlers = handlers;
     this.lang = new Compartment();
     this.readOnly = new Compartment();
     this.silent = false;
-    this.view = new EditorView({ parent, state: this.makeState('', null, false) });
+    this.opened = 0; // how many files open() has shown: tells a late mode which file it was for
+    this.view = new EditorView({ parent, state: this.makeState('', false) });
   }
 
-  makeState(text, path, readOnly) {
+  /** @param {string} text @param {boolean} readOnly */
+  makeState(text, readOnly) {
     return EditorState.create({
       doc: text,
       extensions: [
@@ -85,27 +37,48 @@ export class Editor {
         keymap.of([indentWithTab]),
         oneDark,
         EditorView.theme({ '&': { height: '100%' }, '.cm-scroller': { overflow: 'auto' } }),
-        this.lang.of(languageFor(path)),
+        this.lang.of([]),
         this.readOnly.of([EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)]),
         EditorView.updateListener.of((u) => {
-          if (u.docChanged && !this.silent) this.onChange(u.state.doc.toString());
+          if (u.docChanged && !this.silent) this.handlers.onChange(u.state.doc.toString());
         }),
       ],
     });
   }
 
-  /** Shows a file (a fresh state: its own undo history). */
+  /**
+   * Shows a file (a fresh state: its own undo history), then loads its mode.
+   * @param {string} text @param {string | null} path @param {boolean} [readOnly]
+   */
   open(text, path, readOnly = false) {
     this.silent = true;
-    this.view.setState(this.makeState(text, path, readOnly));
+    this.view.setState(this.makeState(text, readOnly));
     this.silent = false;
+    const opened = ++this.opened;
+    this.handlers.onMode(null);
+    const load = modeLoaderFor(path);
+    if (!load || !path) return;
+    load().then(
+      (ext) => {
+        // Another file (or the same one again) was opened meanwhile: its own load applies.
+        if (opened !== this.opened) return;
+        this.view.dispatch({ effects: this.lang.reconfigure(ext) });
+        this.handlers.onMode(this.mode());
+      },
+      (e) => this.handlers.onModeError(path, e),
+    );
+  }
+
+  /** The open file's mode name (`python`, `c`, ...) or null. */
+  mode() {
+    return this.view.state.facet(languageFacet)?.name ?? null;
   }
 
   text() {
     return this.view.state.doc.toString();
   }
 
-  /** Replaces the whole text as an edit (undoable; fires onChange). */
+  /** Replaces the whole text as an edit (undoable; fires onChange). @param {string} text */
   setText(text) {
     this.view.dispatch({ changes: { from: 0, to: this.view.state.doc.length, insert: text } });
   }

@@ -1,3 +1,4 @@
+// @ts-check
 // The terminal: xterm.js sized to its container by the fit addon.
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
@@ -56,11 +57,12 @@ export class Term {
     return this.term.cols;
   }
 
+  /** @param {string | Uint8Array} data */
   write(data) {
     this.term.write(data);
   }
 
-  /** A dim notice on a line of its own. */
+  /** A dim notice on a line of its own. @param {string} text @param {string} [color] an SGR colour */
   notice(text, color = '90') {
     this.term.write(`\r\n\x1b[${color}m${text}\x1b[0m\r\n`);
   }
@@ -83,7 +85,7 @@ export class Term {
   }
 }
 
-/** Base64 to bytes. */
+/** Base64 to bytes. @param {string} s */
 export function fromBase64(s) {
   const bin = atob(s);
   const out = new Uint8Array(bin.length);
