@@ -1,3 +1,4 @@
+// @ts-check
 // Generated from crates/proto/src/session.rs (close::ALL) by its tests;
 // regenerate with `EVALD_UPDATE_GENERATED=1 cargo test -p evald-proto`. Do not edit.
 

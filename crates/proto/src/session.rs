@@ -289,7 +289,8 @@ pub mod close {
     /// `web/src/close-codes.gen.js`: the codes as the web client imports them.
     pub fn web_module() -> String {
         let mut out = String::from(
-            "// Generated from crates/proto/src/session.rs (close::ALL) by its tests;\n\
+            "// @ts-check\n\
+             // Generated from crates/proto/src/session.rs (close::ALL) by its tests;\n\
              // regenerate with `EVALD_UPDATE_GENERATED=1 cargo test -p evald-proto`. Do not edit.\n\n\
              /** The session WebSocket's close codes. */\nexport const CLOSE = Object.freeze({\n",
         );
