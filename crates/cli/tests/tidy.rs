@@ -9,7 +9,12 @@
 //! - no debugging leftovers (`dbg!`), and library crates print nothing
 //!   (they log through `tracing`);
 //! - no file names a package registry's host (the lock file aside);
-//! - `.ci/run` and `scripts/setup` install the same Debian packages.
+//! - `.ci/run` and `scripts/setup` install the same Debian packages;
+//! - no source file under `crates/*/src` is longer than 800 lines;
+//! - the crate graph is the one ARCHITECTURE.md draws: each crate depends
+//!   only on the evald crates it is allowed to (the HTTP crates reach the
+//!   sandbox through the engine; the state crate knows neither sessions
+//!   nor the sandbox; the wire types depend on no other evald crate).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -323,6 +328,76 @@ fn ci_and_setup_install_the_same_packages() {
         packages_of(&root.join("scripts/setup")),
         ".ci/run and scripts/setup must install the same Debian packages"
     );
+}
+
+/// The longest a source file under `crates/*/src` may be.
+const MAX_SOURCE_LINES: usize = 800;
+
+#[test]
+fn no_source_file_is_longer_than_800_lines() {
+    let mut violations = Vec::new();
+    for (_, dir) in crates() {
+        for file in rust_files(&dir.join("src")) {
+            let lines = read(&file).lines().count();
+            if lines > MAX_SOURCE_LINES {
+                violations.push(format!("{}: {lines} lines", relative(&file)));
+            }
+        }
+    }
+    assert_none("source files longer than 800 lines (split them by role)", violations);
+}
+
+/// The evald crates each crate may depend on (normal dependencies; tests
+/// may use more), by directory name. A crate missing here may depend on
+/// none.
+const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
+    ("proto", &[]),
+    ("testkit", &[]),
+    ("sandbox", &["evald-proto"]),
+    ("state", &["evald-proto"]),
+    ("engine", &["evald-proto", "evald-sandbox"]),
+    ("session", &["evald-engine", "evald-proto", "evald-state"]),
+    ("server", &["evald-engine", "evald-proto", "evald-session", "evald-state"]),
+    ("cli", &["evald-engine", "evald-sandbox", "evald-server", "evald-session"]),
+];
+
+/// The `evald-*` names in the `[dependencies]` table of a manifest.
+fn evald_dependencies(manifest: &str) -> Vec<String> {
+    let mut in_dependencies = false;
+    let mut out = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+            continue;
+        }
+        if in_dependencies {
+            if let Some(name) = line.split(['=', '.', ' ']).next().filter(|n| n.starts_with("evald-")) {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_crate_graph_is_the_drawn_one() {
+    let mut violations = Vec::new();
+    for (name, dir) in crates() {
+        let allowed = ALLOWED_DEPENDENCIES.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, a)| *a);
+        for dep in evald_dependencies(&read(&dir.join("Cargo.toml"))) {
+            if !allowed.contains(&dep.as_str()) {
+                violations.push(format!("crates/{name} depends on {dep}"));
+            }
+        }
+    }
+    assert_none("dependencies ARCHITECTURE.md does not draw", violations);
+}
+
+#[test]
+fn dependency_tables_are_read() {
+    let manifest = "[package]\nname = \"x\"\n[dependencies]\nevald-proto.workspace = true\nserde = \"1\"\nevald-engine = { path = \"../engine\" }\n[dev-dependencies]\nevald-testkit.workspace = true\n";
+    assert_eq!(evald_dependencies(manifest), ["evald-engine", "evald-proto"]);
 }
 
 #[test]

@@ -104,3 +104,70 @@ async fn api_keys_and_rate_limits() {
         json!({"error": {"code": "rate_limited", "message": "the rate limit of this API key is exceeded"}})
     );
 }
+
+/// Batch runs and session processes draw on the same capacity: a node whose
+/// only slot holds a session's shell queues a batch run and refuses it the
+/// documented way (429 with the queue full, 503 with Retry-After once the
+/// wait is over), never with an internal error; once the shell ends, the
+/// same run goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_busy_with_sessions_queues_and_refuses_batch_runs_the_documented_way() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let state = state(UIDS, 1, |o| {
+        o.engine.capacity.queue = 1;
+        o.engine.capacity.queue_timeout = Duration::from_millis(300);
+    });
+    let app = evald_server::app(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn({
+        let app = app.clone();
+        async move { axum::serve(listener, app).await }
+    });
+    let session = json!({"language": "python", "files": [{"path": "main.py", "content": "print(1)\n"}]});
+    let r = post_json(&app, "/api/v1/sessions", &session).await;
+    assert_eq!(r.status, 201);
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let url = format!("ws://{addr}/api/v1/sessions/{id}/ws");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+    ws.send(Message::Text(json!({"type": "shell"}).to_string().into())).await.expect("send");
+    let mut active = state.engine().capacity().active();
+    active.wait_for(|n| *n == 1).await.expect("the shell holds the slot");
+
+    let native = json!({"language": "python", "files": [{"path": "a.py", "content": "print(2)"}]});
+    // One may wait: it waits out the timeout, then 503 with Retry-After.
+    let waiting = {
+        let (app, native) = (app.clone(), native.clone());
+        tokio::spawn(async move { post_json(&app, "/api/v1/runs", &native).await })
+    };
+    while state.engine().capacity().waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // A second finds the queue full: 429 at once.
+    let r = post_json(&app, "/api/v1/runs", &native).await;
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (429, Some("1")));
+    assert_eq!(r.json()["error"]["code"], "overloaded");
+    let r = waiting.await.expect("waiting request");
+    assert_eq!((r.status.as_u16(), r.header("retry-after")), (503, Some("5")));
+    assert_eq!(
+        r.json(),
+        json!({"error": {"code": "overloaded", "message": "no capacity became free in time; retry later"}})
+    );
+
+    // The shell ends: the slot is free again and the run goes through.
+    ws.send(Message::Text(json!({"type": "signal", "signal": "KILL"}).to_string().into())).await.expect("send");
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("an event in time");
+        let Some(Ok(Message::Text(t))) = msg else { panic!("the socket ended early: {msg:?}") };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+        if v["type"] == "exit" {
+            assert_eq!(v["kind"], "shell");
+            break;
+        }
+    }
+    active.wait_for(|n| *n == 0).await.expect("the shell released the slot");
+    let r = post_json(&app, "/api/v1/runs", &native).await;
+    assert_eq!((r.status.as_u16(), r.json()["cases"][0]["stdout"].as_str()), (200, Some("2\n")));
+}
