@@ -19,7 +19,7 @@ use procs::{evald_binary, free_port, http, until, RedisServer, ROOT};
 
 /// Runs submitted; each sleeps this long, then prints its number.
 const RUNS: usize = 6;
-/// The nodes' `--queue-reclaim-ms`.
+/// The nodes' `--run-queue-reclaim-ms`.
 const RECLAIM_MS: u64 = 2000;
 
 fn namespace() -> String {
@@ -41,7 +41,7 @@ impl Node {
             .arg("serve")
             .args(["--listen", &addr.to_string(), "--redis-url", &redis.url()])
             .args(["--redis-namespace", &namespace()])
-            .args(["--queue-reclaim-ms", &RECLAIM_MS.to_string()])
+            .args(["--run-queue-reclaim-ms", &RECLAIM_MS.to_string()])
             .args(["--languages-dir", &format!("{ROOT}/languages")])
             .arg("--state-dir")
             .arg(dir.join(name).join("state"))
