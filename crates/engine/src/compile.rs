@@ -42,17 +42,16 @@ impl Compiled {
 }
 
 impl Engine {
-    /// Compiles the sources (or finds them in the cache). Interpreted
-    /// languages just get their sources as the file set.
+    /// Compiles the sources (or finds them in the cache) under a capacity
+    /// permit. Interpreted languages just get their sources as the file set.
     pub async fn compile(
         &self,
-        permit: &Permit,
+        _permit: &Permit,
         language: &Language,
         files: &[SourceFile],
         limits: Limits,
         place: &Place,
     ) -> Result<Compiled, EngineError> {
-        let _ = permit;
         self.check_files(files)?;
         let Some(command) = &language.spec.compile else {
             let files = match place {
