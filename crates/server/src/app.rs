@@ -46,7 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The OpenAPI 3.1 document of the HTTP API.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// The router of a node.
 pub fn app(state: AppState) -> Router {
