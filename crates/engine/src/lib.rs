@@ -110,6 +110,9 @@ pub enum EngineError {
     FileTooLarge { path: String, size: u64, max: u64 },
     #[error("{count} test cases, more than the maximum of {max}")]
     TooManyCases { count: usize, max: usize },
+    /// Two files that cannot both exist.
+    #[error("{0}")]
+    PathConflict(evald_proto::path::Conflict),
     #[error("{0}")]
     Limit(#[from] limits::LimitError),
     #[error("{0}")]
@@ -263,18 +266,17 @@ impl Engine {
         if files.len() > self.config.max_files {
             return Err(EngineError::TooManyFiles { count: files.len(), max: self.config.max_files });
         }
-        let mut seen = std::collections::HashSet::new();
         for f in files {
             evald_proto::path::check_relative_path(&f.path).map_err(evald_sandbox::SpecError::from)?;
-            if !seen.insert(evald_proto::path::normalize(&f.path)) {
-                return Err(evald_sandbox::SpecError::DuplicateFile(f.path.clone()).into());
-            }
             let size = f.content.len() as u64;
             if size > self.config.max_file_bytes {
                 return Err(EngineError::FileTooLarge { path: f.path.clone(), size, max: self.config.max_file_bytes });
             }
         }
-        Ok(())
+        match evald_proto::path::find_conflict(files.iter().map(|f| f.path.as_str())) {
+            Some(conflict) => Err(EngineError::PathConflict(conflict)),
+            None => Ok(()),
+        }
     }
 
     /// Resolves the limits of both stages for `language`.

@@ -6,6 +6,8 @@
 //! - [`piston`]: Piston v2 under `/api/v2`, byte-for-byte compatible with
 //!   Piston 3.1.1 for its existing clients, including its error messages.
 //! - [`session`]: the session WebSocket protocol and its close codes.
+//! - [`json`]: request bodies read strictly (structs from objects only,
+//!   integers as JSON Schema has them).
 //! - [`path`]: the path rule of workspace files, shared by every API and
 //!   enforced again by the sandbox.
 //!
@@ -14,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod json;
 pub mod path;
 pub mod piston;
 pub mod session;

@@ -58,9 +58,50 @@ pub fn normalize(path: &str) -> String {
     path.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")
 }
 
+/// Two paths of one file set that cannot both be files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// The same file twice (after [`normalize`]).
+    #[error("duplicate file {0:?}")]
+    Duplicate(String),
+    /// A file that another path needs as its directory.
+    #[error("{0:?} is both a file and a directory")]
+    FileAndDirectory(String),
+}
+
+/// The first conflict among `paths` (each one [`check_relative_path`]
+/// accepts), if any: no file set with one can be written.
+pub fn find_conflict<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<Conflict> {
+    let mut files = std::collections::HashSet::new();
+    for path in paths {
+        if !files.insert(normalize(path)) {
+            return Some(Conflict::Duplicate(path.to_owned()));
+        }
+    }
+    files.iter().find_map(|file| {
+        let mut parent = file.as_str();
+        while let Some((dir, _)) = parent.rsplit_once('/') {
+            if files.contains(dir) {
+                return Some(Conflict::FileAndDirectory(dir.to_owned()));
+            }
+            parent = dir;
+        }
+        None
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflicts_are_duplicates_or_a_file_used_as_a_directory() {
+        assert_eq!(find_conflict(["a", "b/c", "b/d"]), None);
+        assert_eq!(find_conflict(["dir/a", "dir//a"]), Some(Conflict::Duplicate("dir//a".into())));
+        assert_eq!(find_conflict(["a", "a/b"]), Some(Conflict::FileAndDirectory("a".into())));
+        assert_eq!(find_conflict(["x/y/z", "x/y"]), Some(Conflict::FileAndDirectory("x/y".into())));
+        assert_eq!(Conflict::FileAndDirectory("a".into()).to_string(), "\"a\" is both a file and a directory");
+    }
 
     #[test]
     fn good_paths_pass() {

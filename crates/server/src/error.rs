@@ -5,6 +5,7 @@
 //! sentence and log the details, so no internal state leaks to clients.
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,6 +128,7 @@ impl From<EngineError> for ApiError {
                     .retry_after(1)
             }
             EngineError::Sandbox(_) | EngineError::Start(_) | EngineError::NoSandbox => ApiError::internal(e),
+            EngineError::PathConflict(c) => ApiError::new(StatusCode::CONFLICT, "path_conflict", c.to_string()),
             other => ApiError::bad_request("invalid_job", other.to_string()),
         }
     }
@@ -143,6 +145,7 @@ impl From<SessionError> for ApiError {
             SessionError::Quota(_) => (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"),
             SessionError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_sessions"),
             SessionError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable"),
+            SessionError::Conflict(_) => (StatusCode::CONFLICT, "path_conflict"),
             SessionError::Internal(detail) => return ApiError::internal(format!("session request failed: {detail}")),
         };
         let error = ApiError::new(status, code, e.to_string());
@@ -170,29 +173,58 @@ impl From<StateError> for ApiError {
     }
 }
 
+/// The answer to a request to a WebSocket route that is not a WebSocket
+/// handshake: 426 with `Upgrade: websocket` for a plain request, 405 for
+/// another method than GET, 400 `bad_handshake` for a broken handshake.
+pub fn upgrade_refused(rejection: WebSocketUpgradeRejection, dialect: Dialect) -> ApiError {
+    use WebSocketUpgradeRejection as R;
+    let error = match rejection {
+        R::InvalidConnectionHeader(_) | R::InvalidUpgradeHeader(_) | R::ConnectionNotUpgradable(_) => {
+            let mut e =
+                ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", "a WebSocket upgrade is required");
+            e.headers.push((header::UPGRADE, HeaderValue::from_static("websocket")));
+            e
+        }
+        R::MethodNotGet(_) => {
+            let mut e =
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "a WebSocket opens with GET");
+            e.headers.push((header::ALLOW, HeaderValue::from_static("GET")));
+            e
+        }
+        other => ApiError::bad_request("bad_handshake", other.body_text().to_lowercase()),
+    };
+    error.with_dialect(dialect)
+}
+
 /// The raw body of a JSON request: the content type is checked (415) and
 /// the body read within the size limit (413), with our error shapes. The
 /// handler parses the bytes itself, so malformed JSON is its 400 to shape.
 pub struct JsonBody(pub Bytes);
+
+/// 415 unless the request says its body is JSON.
+fn require_json(req: &Request) -> Result<(), ApiError> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if json {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "requests must be of type application/json",
+    )
+    .with_dialect(Dialect::of_path(req.uri().path())))
+}
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let dialect = Dialect::of_path(req.uri().path());
-        let json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
-        if !json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "requests must be of type application/json",
-            )
-            .with_dialect(dialect));
-        }
+        require_json(&req)?;
         match Bytes::from_request(req, state).await {
             Ok(b) => Ok(JsonBody(b)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
@@ -209,9 +241,26 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// The raw body of a session request (any content type): too large is the
-/// workspace quota's 413.
+/// The raw body of a session request (a file's bytes, any content type):
+/// too large is the workspace quota's 413.
 pub struct SessionBody(pub Bytes);
+
+/// The JSON body of a session request, read strictly
+/// ([`evald_proto::json`]): 415 unless it is JSON, 413 (the quota's) when
+/// too large, 400 `bad_request` when malformed.
+pub struct SessionJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for SessionJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        require_json(&req)?;
+        let SessionBody(bytes) = SessionBody::from_request(req, state).await?;
+        evald_proto::json::from_slice(&bytes)
+            .map(SessionJson)
+            .map_err(|e| SessionError::BadRequest(format!("invalid JSON body: {e}")).into())
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for SessionBody {
     type Rejection = ApiError;

@@ -29,7 +29,7 @@ pub async fn languages(State(state): State<AppState>) -> Json<Vec<v1::Language>>
 }
 
 pub async fn create_run(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {
-    let req: v1::RunRequest = serde_json::from_slice(&body.0)
+    let req: v1::RunRequest = evald_proto::json::from_slice(&body.0)
         .map_err(|e| ApiError::bad_request("invalid_body", format!("invalid request body: {e}")))?;
     let wait = req.wait.unwrap_or(true);
     let queued = (!wait).then(|| state.queue().cloned()).flatten().map(|q| (q, req.clone()));

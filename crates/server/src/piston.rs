@@ -57,6 +57,9 @@ pub fn prepare(engine: &Engine, body: serde_json::Value) -> Result<Prepared, Api
         return Err(bad(format!("{}-{} runtime is unknown", req.language, req.version)));
     };
     let main_index = req.check_main_file().map_err(bad)?;
+    if req.args.iter().any(|a| a.contains('\0')) {
+        return Err(bad("argument contains a NUL byte"));
+    }
     let cfg = engine.config();
     let (mut compile, mut run) = (LimitRequest::default(), LimitRequest::default());
     for field in &LIMIT_FIELDS {
@@ -106,7 +109,7 @@ pub fn prepare(engine: &Engine, body: serde_json::Value) -> Result<Prepared, Api
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if !s.len().is_multiple_of(2) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()

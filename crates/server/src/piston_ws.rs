@@ -17,16 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use evald_engine::{Control, Io, Launch, Place, Program, Sink, Stream};
 use evald_proto::piston::{close, ServerMessage, StageName};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::error::ApiError;
+use crate::error::{upgrade_refused, ApiError, Dialect};
 use crate::piston::{exit_of, prepare, Prepared};
 use crate::AppState;
 
@@ -47,7 +48,14 @@ fn signal_number(name: &str) -> Option<i32> {
 /// Control messages a client may have in flight before the box takes them.
 const CONTROL_QUEUE: usize = 256;
 
-pub async fn connect(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn connect(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => return upgrade_refused(r, Dialect::Piston).into_response(),
+    };
     let max = state.max_body_bytes();
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| session(state, socket))
 }

@@ -1,6 +1,8 @@
 //! The HTTP routes of interactive sessions and their WebSocket (the protocol
 //! itself lives in `evald_session`; this is its HTTP edge).
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
@@ -15,7 +17,7 @@ use evald_session::SessionError;
 use evald_state::StoredFile;
 use serde::Deserialize;
 
-use crate::error::{ApiError, SessionBody};
+use crate::error::{upgrade_refused, ApiError, Dialect, SessionBody, SessionJson};
 use crate::AppState;
 
 /// The session routes (merged into the API router).
@@ -29,12 +31,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/ws", get(websocket))
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| SessionError::BadRequest(format!("invalid JSON body: {e}")).into())
-}
-
-async fn create(State(state): State<AppState>, SessionBody(bytes): SessionBody) -> Result<Response, ApiError> {
-    let req: NewSession = body(&bytes)?;
+async fn create(
+    State(state): State<AppState>,
+    SessionJson(req): SessionJson<NewSession>,
+) -> Result<Response, ApiError> {
     let mut files = Vec::with_capacity(req.files.len());
     for f in req.files {
         let content = match f.encoding {
@@ -59,9 +59,8 @@ async fn info(State(state): State<AppState>, Path(id): Path<String>) -> Result<R
 async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    SessionBody(bytes): SessionBody,
+    SessionJson(req): SessionJson<UpdateSession>,
 ) -> Result<Response, ApiError> {
-    let req: UpdateSession = body(&bytes)?;
     let sessions = state.sessions();
     let s = sessions.set_language(&id, &req.language).await?;
     Ok(Json(s.info(sessions.config())).into_response())
@@ -103,9 +102,8 @@ async fn delete(State(state): State<AppState>, Path((id, path)): Path<(String, S
 async fn rename(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    SessionBody(bytes): SessionBody,
+    SessionJson(req): SessionJson<Rename>,
 ) -> Result<Response, ApiError> {
-    let req: Rename = body(&bytes)?;
     state.sessions().rename_file(&id, req.from, req.to).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -118,9 +116,17 @@ struct WsQuery {
 async fn websocket(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return ApiError::from(SessionError::BadRequest(e.body_text())).into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(r) => return upgrade_refused(r, Dialect::Native).into_response(),
+    };
     let sessions = state.sessions().clone();
     let session = sessions.get(&id).await.ok();
     let last_seq = q.last_seq.unwrap_or(0);

@@ -49,7 +49,8 @@ async fn bad_requests_get_4xx_json_errors() {
         ("absolute path", "/api/v1/runs", native(json!([file("/etc/passwd")])), 400),
         ("nul in path", "/api/v1/runs", native(json!([file("a\u{0}b")])), 400),
         ("empty path", "/api/v1/runs", native(json!([file("")])), 400),
-        ("duplicate names", "/api/v1/runs", native(json!([file("a.py"), file("a.py")])), 400),
+        ("duplicate names", "/api/v1/runs", native(json!([file("a.py"), file("a.py")])), 409),
+        ("a file and a directory", "/api/v1/runs", native(json!([file("a"), file("a/b.py")])), 409),
         ("too many files", "/api/v1/runs", native(json!(many)), 400),
         ("file too large", "/api/v1/runs", native(json!([{"path": "a.py", "content": big}])), 400),
         ("bad base64", "/api/v1/runs", native(json!([{"path": "a.py", "content": "!!", "encoding": "base64"}])), 400),
@@ -95,6 +96,24 @@ async fn bad_requests_get_4xx_json_errors() {
             400,
         ),
         ("body too large", "/api/v1/runs", huge.clone(), 413),
+        ("a file as an array", "/api/v1/runs", br#"{"language":"python","files":[["a.py","print(1)"]]}"#.to_vec(), 400),
+        (
+            "a case as an array",
+            "/api/v1/runs",
+            br#"{"language":"python","files":[{"path":"a.py","content":""}],"cases":[[null,null]]}"#.to_vec(),
+            400,
+        ),
+        ("the body as an array", "/api/v1/runs", br#"["python",null,[{"path":"a.py","content":""}]]"#.to_vec(), 400),
+        // Sessions
+        ("session conflicting files", "/api/v1/sessions", native(json!([file("a"), file("a/b.py")])), 409),
+        ("session duplicate files", "/api/v1/sessions", native(json!([file("a.py"), file("a.py")])), 409),
+        (
+            "session file as an array",
+            "/api/v1/sessions",
+            br#"{"language":"python","files":[["a.py","x"]]}"#.to_vec(),
+            400,
+        ),
+        ("session unknown language", "/api/v1/sessions", br#"{"language":"cobolt"}"#.to_vec(), 400),
         // Piston
         ("piston malformed json", "/api/v2/execute", b"{".to_vec(), 400),
         ("piston not an object", "/api/v2/execute", b"\"x\"".to_vec(), 400),
@@ -121,7 +140,7 @@ async fn bad_requests_get_4xx_json_errors() {
         ("piston traversal", "/api/v2/execute", piston(json!([named("../x.py")])), 400),
         ("piston absolute", "/api/v2/execute", piston(json!([named("/etc/passwd")])), 400),
         ("piston nul name", "/api/v2/execute", piston(json!([named("a\u{0}")])), 400),
-        ("piston duplicates", "/api/v2/execute", piston(json!([named("a.py"), named("a.py")])), 400),
+        ("piston duplicates", "/api/v2/execute", piston(json!([named("a.py"), named("a.py")])), 409),
         ("piston too many files", "/api/v2/execute", piston(json!(many_named)), 400),
         (
             "piston bad base64",
@@ -133,6 +152,12 @@ async fn bad_requests_get_4xx_json_errors() {
             "piston nul in args",
             "/api/v2/execute",
             br#"{"language":"python","version":"*","files":[{"content":""}],"args":["a\u0000"]}"#.to_vec(),
+            400,
+        ),
+        (
+            "piston signed hex",
+            "/api/v2/execute",
+            piston(json!([{"content": "print(1)"}, {"content": "+a+b", "encoding": "hex"}])),
             400,
         ),
         ("piston body too large", "/api/v2/execute", huge, 413),
@@ -164,10 +189,41 @@ async fn wrong_content_types_are_415() {
             json!({"error": {"code": "unsupported_media_type", "message": "requests must be of type application/json"}}),
         ),
         ("/api/v2/execute", json!({"message": "requests must be of type application/json"})),
+        (
+            "/api/v1/sessions",
+            json!({"error": {"code": "unsupported_media_type", "message": "requests must be of type application/json"}}),
+        ),
     ] {
         for ct in ["text/plain", "application/x-www-form-urlencoded", ""] {
             let r = post_raw(&app, path, ct, b"{}".to_vec()).await;
             assert_eq!((r.status.as_u16(), r.json()), (415, expected.clone()), "{path} {ct:?}");
         }
     }
+}
+
+/// A WebSocket route asked without a WebSocket handshake says so in its
+/// API's error shape: 426 with `Upgrade: websocket`; another method than
+/// GET is 405; a `last_seq` that is no number is 400.
+#[tokio::test]
+async fn websocket_routes_answer_plain_requests_with_json() {
+    let app = evald_server::app(api_state(|_| {}));
+    let r = get(&app, "/api/v2/connect").await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("upgrade"), r.json()),
+        (426, Some("websocket"), json!({"message": "a WebSocket upgrade is required"}))
+    );
+    let r = get(&app, "/api/v1/sessions/0123456789abcdef/ws").await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("upgrade"), r.json()),
+        (
+            426,
+            Some("websocket"),
+            json!({"error": {"code": "upgrade_required", "message": "a WebSocket upgrade is required"}})
+        )
+    );
+    let head = axum::http::Request::head("/api/v2/connect").body(axum::body::Body::empty()).expect("request");
+    let r = send(&app, head).await;
+    assert_eq!((r.status.as_u16(), r.header("allow")), (405, Some("GET")));
+    let r = get(&app, "/api/v1/sessions/0123456789abcdef/ws?last_seq=abc").await;
+    assert_eq!((r.status.as_u16(), r.json()["error"]["code"].as_str()), (400, Some("bad_request")));
 }

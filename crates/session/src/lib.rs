@@ -96,6 +96,10 @@ pub enum SessionError {
     FileNotFound,
     #[error("this node already has {0} sessions")]
     TooMany(usize),
+    /// Files that cannot both exist, or a file where a directory is (or
+    /// the other way round).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the shared state is unavailable; retry shortly")]
     Unavailable,
     #[error("internal error")]

@@ -198,19 +198,17 @@ impl Manager {
 
     /// Creates a session with `files`.
     pub async fn create(&self, language: &str, files: Vec<StoredFile>) -> Result<Arc<Session>, SessionError> {
-        for (i, f) in files.iter().enumerate() {
-            if files[..i].iter().any(|g| g.path == f.path) {
-                return Err(SessionError::BadPath(format!("duplicate file {:?}", f.path)));
-            }
+        for f in &files {
+            evald_proto::path::check_relative_path(&f.path).map_err(|e| SessionError::BadPath(e.to_string()))?;
+        }
+        if let Some(conflict) = evald_proto::path::find_conflict(files.iter().map(|f| f.path.as_str())) {
+            return Err(SessionError::Conflict(conflict.to_string()));
         }
         let lang = self.resolve(language)?;
         if self.len() >= self.config.max_sessions {
             return Err(SessionError::TooMany(self.config.max_sessions));
         }
         self.check_quota(&files)?;
-        for f in &files {
-            evald_proto::path::check_relative_path(&f.path).map_err(|e| SessionError::BadPath(e.to_string()))?;
-        }
         let id = uuid::Uuid::new_v4().simple().to_string();
         let store = self.store.clone();
         let meta = Meta { language: lang.spec.id.clone(), touched: now_secs() };

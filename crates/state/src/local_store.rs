@@ -5,6 +5,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use evald_proto::path::check_relative_path;
 
@@ -38,11 +39,23 @@ impl LocalStore {
     }
 }
 
-fn write_atomic(path: &Path, content: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("evald-tmp");
-    fs::write(&tmp, content)?;
-    fs::File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, path)
+/// Names of temporary files, unique within the process.
+static TEMPORARY: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `content` to `path` through a temporary file in `tmp` (on the same
+/// file system, outside the files, with a short name of its own), synced,
+/// then renamed into place: a reader sees the old content or the new.
+fn write_atomic(tmp: &Path, path: &Path, content: &[u8]) -> io::Result<()> {
+    fs::create_dir_all(tmp)?;
+    let staged = tmp.join(TEMPORARY.fetch_add(1, Ordering::Relaxed).to_string());
+    let written = fs::write(&staged, content).and_then(|()| fs::File::open(&staged)?.sync_all());
+    match written.and_then(|()| fs::rename(&staged, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_file(&staged);
+            Err(e)
+        }
+    }
 }
 
 impl WorkspaceStore for LocalStore {
@@ -62,7 +75,8 @@ impl WorkspaceStore for LocalStore {
 
     fn set_meta(&self, id: &str, meta: &Meta) -> io::Result<()> {
         let text = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        write_atomic(&self.root(id)?.join("meta.json"), &text)
+        let root = self.root(id)?;
+        write_atomic(&root.join("tmp"), &root.join("meta.json"), &text)
     }
 
     fn put(&self, id: &str, file: &StoredFile) -> io::Result<()> {
@@ -70,7 +84,7 @@ impl WorkspaceStore for LocalStore {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        write_atomic(&path, &file.content)?;
+        write_atomic(&self.root(id)?.join("tmp"), &path, &file.content)?;
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&path, fs::Permissions::from_mode(if file.executable { 0o755 } else { 0o644 }))
     }
@@ -103,7 +117,7 @@ impl WorkspaceStore for LocalStore {
                 let p = e.path();
                 if t.is_dir() {
                     stack.push(p);
-                } else if t.is_file() && p.extension().is_none_or(|x| x != "evald-tmp") {
+                } else if t.is_file() {
                     use std::os::unix::fs::PermissionsExt;
                     let rel = p.strip_prefix(&base).map_err(io::Error::other)?.to_string_lossy().into_owned();
                     let executable = e.metadata()?.permissions().mode() & 0o111 != 0;
@@ -158,6 +172,28 @@ impl WorkspaceStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files whose names are as long as a name may be, or that differ only
+    /// in their extension, are written through temporary files of their
+    /// own.
+    #[test]
+    fn long_names_and_shared_stems_are_stored() {
+        let dir = std::env::temp_dir().join(format!("evald-store-names-{}", std::process::id()));
+        let s = LocalStore::new(&dir).expect("store");
+        s.create("n", &Meta { language: "c".into(), touched: 1 }).expect("create");
+        let long = "a".repeat(255);
+        let files: Vec<StoredFile> = [long.as_str(), "a.py", "a.c"]
+            .iter()
+            .map(|p| StoredFile { path: (*p).to_owned(), content: p.as_bytes().to_vec(), executable: false })
+            .collect();
+        for f in &files {
+            s.put("n", f).expect("put");
+        }
+        let mut want = files.clone();
+        want.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(s.files("n").expect("files"), want);
+        let _ = fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn local_store_round_trip() {
