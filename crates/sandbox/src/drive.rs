@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::asyncio::watch;
-use crate::launch::{Report, REPORT_LEN};
+use crate::launch::{InitReport, SmallFrame};
 use crate::outcome::Outcome;
 use crate::running::{Finished, Running};
 
@@ -160,7 +160,7 @@ impl Running {
 /// How the live phase of a box ended.
 enum End {
     /// The init reported the program's end (or a failure to start it).
-    Reported(Report),
+    Reported(InitReport),
     /// The init's socket closed without a report: it was killed.
     InitGone,
 }
@@ -194,8 +194,7 @@ struct Driver {
     buf: Vec<u8>,
     /// The init's socket and the report read so far.
     status: AsyncFd<OwnedFd>,
-    report: [u8; REPORT_LEN],
-    report_len: usize,
+    report: SmallFrame,
 }
 
 impl Driver {
@@ -242,8 +241,7 @@ impl Driver {
             cap: running.limits.output_bytes,
             buf: Vec::with_capacity(READ_CHUNK),
             status,
-            report: [0; REPORT_LEN],
-            report_len: 0,
+            report: SmallFrame::default(),
         })
     }
 
@@ -465,18 +463,29 @@ impl Driver {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(_)) => return Some(End::InitGone),
             };
-            let rest = &mut self.report[self.report_len..];
+            let Ok(spare) = self.report.spare() else { return Some(End::InitGone) };
             let result = guard.try_io(|fd| {
-                rustix::net::recv(fd.get_ref(), &mut *rest, rustix::net::RecvFlags::DONTWAIT)
+                rustix::net::recv(fd.get_ref(), spare, rustix::net::RecvFlags::DONTWAIT)
                     .map(|(n, _)| n)
                     .map_err(io::Error::from)
             });
             match result {
                 Ok(Ok(0)) => return Some(End::InitGone),
                 Ok(Ok(n)) => {
-                    self.report_len += n;
-                    if self.report_len == REPORT_LEN {
-                        return Some(Report::decode(&self.report).map_or(End::InitGone, End::Reported));
+                    self.report.filled(n);
+                    match self.report.message::<InitReport>() {
+                        Ok(None) => {}
+                        Ok(Some(report @ (InitReport::Exited { .. } | InitReport::SetupFailed { .. }))) => {
+                            return Some(End::Reported(report))
+                        }
+                        Ok(Some(other)) => {
+                            tracing::warn!(report = other.name(), "unexpected report of a box init");
+                            return Some(End::InitGone);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading a box init's report");
+                            return Some(End::InitGone);
+                        }
                     }
                 }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

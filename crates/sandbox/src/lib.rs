@@ -17,11 +17,16 @@ pub mod asyncio;
 pub mod cgroup;
 mod drive;
 mod launch;
+mod layout;
 mod outcome;
+mod pool;
+mod reaper;
 mod running;
 mod sandbox;
 pub mod seccomp;
 mod spec;
+mod stdio;
+mod sys;
 mod workspace;
 
 pub use drive::{Capture, Control, Sink, Stream};
