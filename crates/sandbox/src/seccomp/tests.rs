@@ -665,10 +665,11 @@ fn seccomp_x32_syscall_is_killed_with_sigsys() {
 
 /// getpid through the i386 entry point; 0 if it returned our pid.
 fn i386_getpid() -> i32 {
-    let mut rax: i64 = 20; // __NR_getpid on i386
-                           // SAFETY: `int 0x80` with eax = 20 takes no arguments and touches no
-                           // memory; the compat entry may clobber r8-r11 on old kernels, so they
-                           // are declared clobbered, and it does not use the stack.
+    // __NR_getpid on i386.
+    let mut rax: i64 = 20;
+    // SAFETY: `int 0x80` with eax = 20 takes no arguments and touches no
+    // memory; the compat entry may clobber r8-r11 on old kernels, so they
+    // are declared clobbered, and it does not use the stack.
     unsafe {
         std::arch::asm!(
             "int 0x80",
