@@ -299,8 +299,8 @@ impl Sandbox {
         })
     }
 
-    /// Starts `spec` in a fresh box and returns at once; the caller drives
-    /// its stdio and awaits its end (see [`Running`]).
+    /// Starts `spec` in a fresh box and returns at once; the caller runs it
+    /// to its end with [`Running::drive`] (from async code).
     pub fn spawn(&self, spec: &RunSpec) -> Result<Running, SandboxError> {
         self.spawn_with(spec, None)
     }
