@@ -294,15 +294,23 @@ pub(crate) fn kill(pidfd: impl AsFd) {
     let _ = pidfd_send_signal(pidfd, Signal::KILL);
 }
 
-/// Writes all of `data` to a socket or pipe (no `SIGPIPE` on a socket).
+/// Writes all of `data` to a file or pipe.
 pub(crate) fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
     while !data.is_empty() {
-        let written = match rustix::net::send(fd, data, rustix::net::SendFlags::NOSIGNAL) {
-            // Not a socket: a pipe.
-            Err(Errno::NOTSOCK) => rustix::io::write(fd, data),
-            other => other,
-        };
-        match written {
+        match rustix::io::write(fd, data) {
+            Ok(0) => return Err(Errno::PIPE),
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends all of `data` on a socket (no `SIGPIPE` when the peer is gone).
+pub(crate) fn send_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
+    while !data.is_empty() {
+        match rustix::net::send(fd, data, rustix::net::SendFlags::NOSIGNAL) {
             Ok(0) => return Err(Errno::PIPE),
             Ok(n) => data = &data[n..],
             Err(Errno::INTR) => {}

@@ -97,7 +97,7 @@ impl Channel {
         let mut frame = [0u8; SMALL];
         let len = postcard::to_slice(message, &mut frame[HEADER..]).map_err(ChannelError::Encode)?.len();
         frame[..HEADER].copy_from_slice(&(len as u32).to_le_bytes());
-        sys::write_all(self.0.as_fd(), &frame[..HEADER + len])?;
+        sys::send_all(self.0.as_fd(), &frame[..HEADER + len])?;
         Ok(())
     }
 
@@ -116,8 +116,8 @@ impl Channel {
             }
         };
         let header_left = &header[sent.min(HEADER)..];
-        sys::write_all(self.0.as_fd(), header_left)?;
-        sys::write_all(self.0.as_fd(), &body[sent.saturating_sub(HEADER)..])?;
+        sys::send_all(self.0.as_fd(), header_left)?;
+        sys::send_all(self.0.as_fd(), &body[sent.saturating_sub(HEADER)..])?;
         Ok(())
     }
 
