@@ -217,3 +217,78 @@ impl SmallFrame {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::launch::message::{InitReport, InitRequest, Step};
+    use crate::launch::payload::PayloadStep;
+
+    #[test]
+    fn messages_travel_with_their_descriptors() {
+        let (a, b) = Channel::pair().unwrap();
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        a.send(&InitRequest::<()>::EnterCgroups, &[r.as_fd(), w.as_fd()]).unwrap();
+        let received = b.recv::<InitRequest<()>>().unwrap();
+        assert!(matches!(received.message, InitRequest::EnterCgroups));
+        assert_eq!(received.fds.len(), 2);
+        // The descriptors are the pipe's: what goes in one comes out of the other.
+        sys::write_all(received.fds[1].as_fd(), b"x").unwrap();
+        let mut byte = [0u8; 1];
+        assert!(sys::read_exact(r.as_fd(), &mut byte).unwrap());
+        assert_eq!(&byte, b"x");
+    }
+
+    #[test]
+    fn a_large_body_arrives_whole_and_the_end_of_the_stream_is_closed() {
+        let (a, b) = Channel::pair().unwrap();
+        let body = vec![7u8; 4 << 20];
+        let reader = std::thread::spawn(move || {
+            let got = b.recv::<Vec<u8>>().unwrap().message;
+            (got, b.recv::<Vec<u8>>().map(|r| r.message))
+        });
+        a.send(&body, &[]).unwrap();
+        drop(a);
+        let (got, next) = reader.join().unwrap();
+        assert_eq!(got, body);
+        assert!(matches!(next, Err(ChannelError::Closed)), "{next:?}");
+    }
+
+    #[test]
+    fn a_small_frame_is_read_piece_by_piece() {
+        let (a, b) = Channel::pair().unwrap();
+        let report = InitReport::SetupFailed { step: Step::Payload(PayloadStep::Exec), errno: 2 };
+        a.send_small(&report).unwrap();
+        let mut frame = SmallFrame::default();
+        loop {
+            assert_eq!(frame.message::<InitReport>().unwrap(), None);
+            // One byte at a time, as a slow socket would give them.
+            let spare = frame.spare().unwrap();
+            let n = rustix::io::read(&b, &mut spare[..1]).unwrap();
+            frame.filled(n);
+            if let Some(message) = frame.message::<InitReport>().unwrap() {
+                assert_eq!(message, report);
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_too_large_for_a_small_one_is_refused() {
+        let mut frame = SmallFrame::default();
+        frame.spare().unwrap().copy_from_slice(&1000u32.to_le_bytes());
+        frame.filled(4);
+        assert!(matches!(frame.spare(), Err(ChannelError::TooLarge(1000))));
+    }
+
+    #[test]
+    fn an_unexpected_message_names_both() {
+        let e = ChannelError::UnexpectedMessage {
+            expected: "Moved",
+            received: InitReport::Exited { wait_status: 0 }.name(),
+        };
+        assert_eq!(e.to_string(), "expected the message Moved, received Exited");
+    }
+}

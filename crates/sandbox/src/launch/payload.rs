@@ -204,3 +204,18 @@ fn drop_privileges(plan: &Plan, last_cap: u32) -> Result<(), (PayloadStep, Errno
     rustix::thread::set_capabilities(None, sets).map_err(caps)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_records_round_trip_and_unknown_steps_are_refused() {
+        for step in PayloadStep::ALL {
+            let failure = PayloadFailure { step, errno: libc::EACCES };
+            assert_eq!(PayloadFailure::decode(&failure.encode()), Some(failure));
+        }
+        assert_eq!(PayloadFailure::decode(&[0; PayloadFailure::LEN]), None);
+        assert_eq!(PayloadStep::Exec.name(), "executing the program");
+    }
+}
