@@ -13,7 +13,7 @@
 //! the loop, so nothing is lost when the loop's future is dropped (which
 //! kills the box: see `Drop for Running`).
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -190,7 +190,7 @@ struct Driver {
     limits_on: bool,
     truncated: [bool; 2],
     cap: u64,
-    /// Read buffer (its spare capacity).
+    /// Read buffer (its spare capacity), from [`BUFFER`] and back there.
     buf: Vec<u8>,
     /// The init's socket and the report read so far.
     status: AsyncFd<OwnedFd>,
@@ -239,7 +239,7 @@ impl Driver {
             limits_on: true,
             truncated: [false; 2],
             cap: running.limits.output_bytes,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: take_buffer(),
             status,
             report: SmallFrame::default(),
         })
@@ -547,6 +547,30 @@ impl Driver {
             // `finish` waits for the init's end itself.
             Err(e) => tracing::debug!(error = %e, "watching the init's pidfd"),
         }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // Not while the thread's locals are being destroyed.
+        let _ = BUFFER.try_with(|cached| cached.set(buf));
+    }
+}
+
+thread_local! {
+    /// The read buffer of the last driver that ended on this thread: a
+    /// 64 KiB allocation (and its release, which consolidates glibc's heap)
+    /// per box is worth saving.
+    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Vec<u8> {
+    let buf = BUFFER.take();
+    if buf.capacity() >= READ_CHUNK {
+        buf
+    } else {
+        Vec::with_capacity(READ_CHUNK)
     }
 }
 
