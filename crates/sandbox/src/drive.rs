@@ -260,8 +260,18 @@ impl Driver {
             busy |= self.poll_control(cx, rx, running);
         }
         self.poll_write(cx);
+        let open = self.open_outputs();
         for i in 0..self.outputs.len() {
             busy |= self.poll_read(i, cx, running, sink);
+        }
+        if self.open_outputs() < open {
+            // A stream ended: the program has most likely ended, closing
+            // its other stream and the init reporting right after. Read
+            // them now rather than wake up once more for each.
+            self.read_left(running, sink);
+            if let Some(end) = self.read_report_now() {
+                return Poll::Ready(end);
+            }
         }
         if let Some(end) = self.poll_report(cx) {
             return Poll::Ready(end);
@@ -324,6 +334,10 @@ impl Driver {
             }
             Control::Kill => running.kill(),
         }
+    }
+
+    fn open_outputs(&self) -> usize {
+        self.outputs.iter().filter(|o| o.is_some()).count()
     }
 
     fn accepts_input(&self) -> bool {
@@ -463,40 +477,34 @@ impl Driver {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(_)) => return Some(End::InitGone),
             };
-            let Ok(spare) = self.report.spare() else { return Some(End::InitGone) };
-            let result = guard.try_io(|fd| {
-                rustix::net::recv(fd.get_ref(), spare, rustix::net::RecvFlags::DONTWAIT)
-                    .map(|(n, _)| n)
-                    .map_err(io::Error::from)
-            });
-            match result {
-                Ok(Ok(0)) => return Some(End::InitGone),
-                Ok(Ok(n)) => {
-                    self.report.filled(n);
-                    match self.report.message::<InitReport>() {
-                        Ok(None) => {}
-                        Ok(Some(report @ (InitReport::Exited { .. } | InitReport::SetupFailed { .. }))) => {
-                            return Some(End::Reported(report))
-                        }
-                        Ok(Some(other)) => {
-                            tracing::warn!(report = other.name(), "unexpected report of a box init");
-                            return Some(End::InitGone);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reading a box init's report");
-                            return Some(End::InitGone);
-                        }
-                    }
-                }
+            let report = &mut self.report;
+            match guard.try_io(|fd| recv_report(fd.get_ref(), report)) {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(end))) => return Some(end),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(_)) => return Some(End::InitGone),
+                // Would block: readiness was cleared; polling again waits.
                 Err(_) => {}
             }
         }
     }
 
-    /// After the report: what the program wrote is in the pipes (or the
-    /// terminal) already; read it without waiting.
+    /// Reads what is there of the init's report without waiting for the
+    /// reactor to say so; `Some` once the live phase is over.
+    fn read_report_now(&mut self) -> Option<End> {
+        loop {
+            match recv_report(self.status.get_ref(), &mut self.report) {
+                Ok(None) => {}
+                Ok(Some(end)) => return Some(end),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(_) => return Some(End::InitGone),
+            }
+        }
+    }
+
+    /// Reads what the outputs hold now, without waiting (after the report,
+    /// everything the program wrote is there).
     fn read_left(&mut self, running: &mut Running, sink: &mut dyn Sink) {
         let mut buf = std::mem::take(&mut self.buf);
         for i in 0..self.outputs.len() {
@@ -572,6 +580,29 @@ fn take_buffer() -> Vec<u8> {
     } else {
         Vec::with_capacity(READ_CHUNK)
     }
+}
+
+/// One `recv` of the init's report into `frame`: `Some` once the report
+/// is complete or the socket's stream ended (the init died without one).
+fn recv_report(fd: &OwnedFd, frame: &mut SmallFrame) -> io::Result<Option<End>> {
+    let Ok(spare) = frame.spare() else { return Ok(Some(End::InitGone)) };
+    let (n, _) = rustix::net::recv(fd, spare, rustix::net::RecvFlags::DONTWAIT)?;
+    if n == 0 {
+        return Ok(Some(End::InitGone));
+    }
+    frame.filled(n);
+    Ok(match frame.message::<InitReport>() {
+        Ok(None) => None,
+        Ok(Some(report @ (InitReport::Exited { .. } | InitReport::SetupFailed { .. }))) => Some(End::Reported(report)),
+        Ok(Some(other)) => {
+            tracing::warn!(report = other.name(), "unexpected report of a box init");
+            Some(End::InitGone)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a box init's report");
+            Some(End::InitGone)
+        }
+    })
 }
 
 /// Reads at most `room + 1` bytes (one more than fits tells that the output

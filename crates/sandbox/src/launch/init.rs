@@ -165,12 +165,19 @@ fn run_plan(chan: &Channel, ctx: &BoxContext, plan: Plan, mut fds: Vec<OwnedFd>)
         Ok(Err(failure)) => fail(chan, Step::Payload(failure.step), Errno::from_raw_os_error(failure.errno)),
         Err(e) => fail(chan, Step::StartPayload, e),
     };
+    // Our copy of stdin goes (the program's closing its own is then the
+    // end of input for the host), our copies of stdout and stderr stay
+    // until the report is sent: the host then learns of the program's end
+    // once, from the report, and reads what it wrote without waiting,
+    // rather than waking up for each stream's end first.
+    let outputs = fds.split_off(1);
     drop(fds);
     // Reap everything until the payload itself is reaped.
     loop {
         match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((reaped, status))) if reaped == pid => {
                 let _ = chan.send_small(&InitReport::Exited { wait_status: status.as_raw() });
+                drop(outputs);
                 sys::exit(0);
             }
             Ok(_) | Err(Errno::INTR) => {}
