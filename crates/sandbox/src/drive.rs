@@ -11,7 +11,10 @@
 //! Every descriptor is non-blocking and registered with the runtime's
 //! reactor; each read or write happens synchronously within one poll of
 //! the loop, so nothing is lost when the loop's future is dropped (which
-//! kills the box: see `Drop for Running`).
+//! kills the box: see `Drop for Running`). The box's init holds its own
+//! copies of stdout and stderr until it has reported, so a box's end is
+//! one wake-up: the report, after which the output is read without
+//! waiting.
 
 use std::cell::{Cell, OnceCell};
 use std::future::{poll_fn, Future};
@@ -260,18 +263,8 @@ impl Driver {
             busy |= self.poll_control(cx, rx, running);
         }
         self.poll_write(cx);
-        let open = self.open_outputs();
         for i in 0..self.outputs.len() {
             busy |= self.poll_read(i, cx, running, sink);
-        }
-        if self.open_outputs() < open {
-            // A stream ended: the program has most likely ended, closing
-            // its other stream and the init reporting right after. Read
-            // them now rather than wake up once more for each.
-            self.read_left(running, sink);
-            if let Some(end) = self.read_report_now() {
-                return Poll::Ready(end);
-            }
         }
         if let Some(end) = self.poll_report(cx) {
             return Poll::Ready(end);
@@ -334,10 +327,6 @@ impl Driver {
             }
             Control::Kill => running.kill(),
         }
-    }
-
-    fn open_outputs(&self) -> usize {
-        self.outputs.iter().filter(|o| o.is_some()).count()
     }
 
     fn accepts_input(&self) -> bool {
@@ -485,20 +474,6 @@ impl Driver {
                 Ok(Err(_)) => return Some(End::InitGone),
                 // Would block: readiness was cleared; polling again waits.
                 Err(_) => {}
-            }
-        }
-    }
-
-    /// Reads what is there of the init's report without waiting for the
-    /// reactor to say so; `Some` once the live phase is over.
-    fn read_report_now(&mut self) -> Option<End> {
-        loop {
-            match recv_report(self.status.get_ref(), &mut self.report) {
-                Ok(None) => {}
-                Ok(Some(end)) => return Some(end),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(_) => return Some(End::InitGone),
             }
         }
     }

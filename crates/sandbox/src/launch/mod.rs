@@ -28,7 +28,8 @@
 //!               per-run tmpfs, starts vfork-style:
 //!         payload (pid 2): stdio, rlimits, drop privileges, seccomp, execve
 //!     box init reaps everything, reports the payload's wait status on its
-//!     socket and exits (or is killed by the host); the kernel then kills
+//!     socket (holding its copies of stdout and stderr until then) and
+//!     exits (or is killed by the host); the kernel then kills
 //!     what is left in the pid namespace, so daemonized survivors cannot
 //!     outlive the run.
 //! ```
