@@ -5,7 +5,8 @@
 //! - `unsafe` code exists only in `crates/sandbox`; every other crate's
 //!   `lib.rs` / `main.rs` says `#![forbid(unsafe_code)]`;
 //! - every `unsafe` block or impl in `crates/sandbox/src` (tests included)
-//!   has a `// SAFETY:` comment right above it;
+//!   has a `// SAFETY:` comment right above it, and no `unsafe` block there
+//!   spans more than 25 lines;
 //! - no debugging leftovers (`dbg!`), and library crates print nothing
 //!   (they log through `tracing`);
 //! - no file names a package registry's host (the lock file aside);
@@ -204,6 +205,52 @@ fn every_unsafe_block_in_the_sandbox_has_a_safety_comment() {
         }
     }
     assert_none("`unsafe` without a `// SAFETY:` comment right above", violations);
+}
+
+/// Longest `unsafe` block allowed in the sandbox, in lines.
+const MAX_UNSAFE_LINES: usize = 25;
+
+/// Lines from the `unsafe {` that starts at byte `at` of line `start` to
+/// its matching `}` (braces counted on the code part of each line), or to
+/// the end of the file when it never closes.
+fn unsafe_block_lines(lines: &[&str], start: usize, at: usize) -> usize {
+    let mut depth = 0usize;
+    for (j, line) in lines.iter().enumerate().skip(start) {
+        let code = code_part(line);
+        let part = if j == start { &code[at..] } else { &code[..] };
+        for c in part.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return j - start + 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    lines.len() - start
+}
+
+#[test]
+fn unsafe_blocks_in_the_sandbox_are_short() {
+    let mut violations = Vec::new();
+    for file in rust_files(&root().join("crates/sandbox/src")) {
+        let text = read(&file);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = code_part(line);
+            for (at, _) in code.match_indices("unsafe {") {
+                let span = unsafe_block_lines(&lines, i, at);
+                if span > MAX_UNSAFE_LINES {
+                    violations.push(format!("{}:{}: {span} lines", relative(&file), i + 1));
+                }
+            }
+        }
+    }
+    assert_none(&format!("`unsafe` blocks longer than {MAX_UNSAFE_LINES} lines"), violations);
 }
 
 #[test]
@@ -408,5 +455,8 @@ fn code_part_drops_comments_and_literals() {
     assert!(has_word("x = unsafe { y }", "unsafe"));
     assert!(!has_word("#![forbid(unsafe_code)]", "unsafe"));
     assert!(has_macro("eprintln!(\"x\")", "eprintln!("));
+    let block = ["let x = unsafe {", "    f('}', \"}\");", "    { g() }", "};", "h();"];
+    assert_eq!(unsafe_block_lines(&block, 0, 8), 4);
+    assert_eq!(unsafe_block_lines(&["unsafe { a() }; unsafe {", "}"], 0, 0), 1);
     assert!(!has_macro("eprintln!(\"x\")", "println!("));
 }

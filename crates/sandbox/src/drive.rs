@@ -11,9 +11,12 @@
 //! Every descriptor is non-blocking and registered with the runtime's
 //! reactor; each read or write happens synchronously within one poll of
 //! the loop, so nothing is lost when the loop's future is dropped (which
-//! kills the box: see `Drop for Running`).
+//! kills the box: see `Drop for Running`). The box's init holds its own
+//! copies of stdout and stderr until it has reported, so a box's end is
+//! one wake-up: the report, after which the output is read without
+//! waiting.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 
 use crate::asyncio::watch;
-use crate::launch::{Report, REPORT_LEN};
+use crate::launch::{InitReport, SmallFrame};
 use crate::outcome::Outcome;
 use crate::running::{Finished, Running};
 
@@ -160,7 +163,7 @@ impl Running {
 /// How the live phase of a box ended.
 enum End {
     /// The init reported the program's end (or a failure to start it).
-    Reported(Report),
+    Reported(InitReport),
     /// The init's socket closed without a report: it was killed.
     InitGone,
 }
@@ -190,12 +193,11 @@ struct Driver {
     limits_on: bool,
     truncated: [bool; 2],
     cap: u64,
-    /// Read buffer (its spare capacity).
+    /// Read buffer (its spare capacity), from [`BUFFER`] and back there.
     buf: Vec<u8>,
     /// The init's socket and the report read so far.
     status: AsyncFd<OwnedFd>,
-    report: [u8; REPORT_LEN],
-    report_len: usize,
+    report: SmallFrame,
 }
 
 impl Driver {
@@ -240,10 +242,9 @@ impl Driver {
             limits_on: true,
             truncated: [false; 2],
             cap: running.limits.output_bytes,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: take_buffer(),
             status,
-            report: [0; REPORT_LEN],
-            report_len: 0,
+            report: SmallFrame::default(),
         })
     }
 
@@ -467,29 +468,20 @@ impl Driver {
                 Poll::Ready(Ok(guard)) => guard,
                 Poll::Ready(Err(_)) => return Some(End::InitGone),
             };
-            let rest = &mut self.report[self.report_len..];
-            let result = guard.try_io(|fd| {
-                rustix::net::recv(fd.get_ref(), &mut *rest, rustix::net::RecvFlags::DONTWAIT)
-                    .map(|(n, _)| n)
-                    .map_err(io::Error::from)
-            });
-            match result {
-                Ok(Ok(0)) => return Some(End::InitGone),
-                Ok(Ok(n)) => {
-                    self.report_len += n;
-                    if self.report_len == REPORT_LEN {
-                        return Some(Report::decode(&self.report).map_or(End::InitGone, End::Reported));
-                    }
-                }
+            let report = &mut self.report;
+            match guard.try_io(|fd| recv_report(fd.get_ref(), report)) {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(end))) => return Some(end),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(_)) => return Some(End::InitGone),
+                // Would block: readiness was cleared; polling again waits.
                 Err(_) => {}
             }
         }
     }
 
-    /// After the report: what the program wrote is in the pipes (or the
-    /// terminal) already; read it without waiting.
+    /// Reads what the outputs hold now, without waiting (after the report,
+    /// everything the program wrote is there).
     fn read_left(&mut self, running: &mut Running, sink: &mut dyn Sink) {
         let mut buf = std::mem::take(&mut self.buf);
         for i in 0..self.outputs.len() {
@@ -541,6 +533,53 @@ impl Driver {
             Err(e) => tracing::debug!(error = %e, "watching the init's pidfd"),
         }
     }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // Not while the thread's locals are being destroyed.
+        let _ = BUFFER.try_with(|cached| cached.set(buf));
+    }
+}
+
+thread_local! {
+    /// The read buffer of the last driver that ended on this thread: a
+    /// 64 KiB allocation (and its release, which consolidates glibc's heap)
+    /// per box is worth saving.
+    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Vec<u8> {
+    let buf = BUFFER.take();
+    if buf.capacity() >= READ_CHUNK {
+        buf
+    } else {
+        Vec::with_capacity(READ_CHUNK)
+    }
+}
+
+/// One `recv` of the init's report into `frame`: `Some` once the report
+/// is complete or the socket's stream ended (the init died without one).
+fn recv_report(fd: &OwnedFd, frame: &mut SmallFrame) -> io::Result<Option<End>> {
+    let Ok(spare) = frame.spare() else { return Ok(Some(End::InitGone)) };
+    let (n, _) = rustix::net::recv(fd, spare, rustix::net::RecvFlags::DONTWAIT)?;
+    if n == 0 {
+        return Ok(Some(End::InitGone));
+    }
+    frame.filled(n);
+    Ok(match frame.message::<InitReport>() {
+        Ok(None) => None,
+        Ok(Some(report @ (InitReport::Exited { .. } | InitReport::SetupFailed { .. }))) => Some(End::Reported(report)),
+        Ok(Some(other)) => {
+            tracing::warn!(report = other.name(), "unexpected report of a box init");
+            Some(End::InitGone)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a box init's report");
+            Some(End::InitGone)
+        }
+    })
 }
 
 /// Reads at most `room + 1` bytes (one more than fits tells that the output

@@ -17,11 +17,16 @@ pub mod asyncio;
 pub mod cgroup;
 mod drive;
 mod launch;
+mod layout;
 mod outcome;
+mod pool;
+mod reaper;
 mod running;
 mod sandbox;
 pub mod seccomp;
 mod spec;
+mod stdio;
+mod sys;
 mod workspace;
 
 pub use drive::{Capture, Control, Sink, Stream};
@@ -39,16 +44,8 @@ pub const WORKSPACE_DIR: &str = "/box";
 /// server holds several descriptors per box and per connection). Returns
 /// the new soft limit.
 pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(lim.rlim_cur)
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum })?;
+    Ok(limit.maximum.unwrap_or(u64::MAX))
 }

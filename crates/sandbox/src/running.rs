@@ -5,14 +5,18 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use rustix::process::Pid;
+
 use crate::cgroup::BoxCgroup;
-use crate::launch::{self, step, Op, Report, REPORT_LEN};
+use crate::launch::{Channel, InitReport, Op, PayloadStep, Step};
 use crate::outcome::{verdict, Facts, Outcome, Status};
-use crate::sandbox::{SlotGuard, Teardown};
+use crate::pool::SlotGuard;
+use crate::reaper::Teardown;
 use crate::spec::Limits;
+use crate::sys;
 
 /// The shortest interval between two samples of a box's CPU time.
 const CPU_POLL: Duration = Duration::from_millis(10);
@@ -33,7 +37,7 @@ pub struct Running {
     /// the driver reads it.
     pub(crate) status_read: Option<OwnedFd>,
     /// The init's report, once read.
-    pub(crate) report: Option<Report>,
+    pub(crate) report: Option<InitReport>,
     pub(crate) cgroup: Option<BoxCgroup>,
     pub(crate) stdin: Option<OwnedFd>,
     pub(crate) stdout: Option<OwnedFd>,
@@ -104,12 +108,8 @@ impl Running {
     ///
     /// Used by callers not yet on `drive`.
     pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-        // SAFETY: TIOCSWINSZ reads a valid winsize from a live descriptor.
-        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        let size = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        Ok(rustix::termios::tcsetwinsize(master, size)?)
     }
 
     /// Sends `signal` to the program's process group (like a terminal's ^C).
@@ -117,15 +117,12 @@ impl Running {
     /// Used by callers not yet on `drive`.
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))?;
-        let Some(payload) = children.split_whitespace().next().and_then(|p| p.parse::<libc::pid_t>().ok()) else {
+        let payload = children.split_whitespace().next().and_then(|p| p.parse().ok()).and_then(Pid::from_raw);
+        let Some(payload) = payload else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "the program is not running"));
         };
-        // SAFETY: kill only sends a signal; the group is the payload's own
-        // session, a member of our box.
-        if unsafe { libc::kill(-payload, signal) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        // The payload leads its own session and process group.
+        Ok(sys::signal_group(payload, signal)?)
     }
 
     /// Enforces the wall-clock and CPU limits; returns the limit that was hit
@@ -172,10 +169,7 @@ impl Running {
     ///
     /// Used by callers not yet on `drive`.
     pub fn kill(&mut self) {
-        // SAFETY: signalling through our own pidfd.
-        unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0usize, 0u32);
-        }
+        sys::kill(&self.pidfd);
         if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_all()) {
             tracing::warn!(error = %e, "killing box processes");
         }
@@ -196,7 +190,7 @@ impl Running {
     /// Used by callers not yet on `drive`.
     pub fn wait(mut self) -> Outcome {
         while !self.finished {
-            if launch::exited(self.pidfd.as_raw_fd(), poll_ms(self.next_check())) {
+            if sys::readable(self.pidfd.as_fd(), Some(self.next_check().max(Duration::from_millis(1)))) {
                 break;
             }
             self.check_limits();
@@ -218,12 +212,9 @@ impl Running {
             None => {
                 // Wait for the init's end (the pidfd is readable, or the
                 // box was killed); its report, if any, is on its socket.
-                launch::wait_exited(self.pidfd.as_fd());
-                let mut buf = [0u8; REPORT_LEN];
-                match &self.status_read {
-                    Some(fd) if read_some(fd.as_fd(), &mut buf) == buf.len() => Report::decode(&buf),
-                    _ => None,
-                }
+                sys::wait_exited(self.pidfd.as_fd());
+                let chan = self.status_read.take().map(Channel::from_fd);
+                chan.and_then(|c| c.recv::<InitReport>().ok()).map(|received| received.message)
             }
         };
         // `finish` runs once, before the cgroup moves to the reaper.
@@ -232,28 +223,35 @@ impl Running {
         let mut error = None;
         let mut notice = None;
         match report {
-            Some(Report::Exited { wait_status }) => {
+            Some(InitReport::Exited { wait_status }) => {
                 if libc::WIFEXITED(wait_status) {
                     facts.exit_code = Some(libc::WEXITSTATUS(wait_status));
                 } else if libc::WIFSIGNALED(wait_status) {
                     facts.signal = Some(libc::WTERMSIG(wait_status));
                 }
             }
-            Some(Report::SetupFailed { step: s, errno }) if s == step::PAYLOAD_EXEC || s == step::PAYLOAD_CWD => {
+            Some(InitReport::SetupFailed {
+                step: step @ Step::Payload(PayloadStep::Exec | PayloadStep::Cwd),
+                errno,
+            }) => {
                 // The program could not start: like a shell, exit 127 (not
                 // found) or 126 (not executable), with the reason on stderr.
                 let e = io::Error::from_raw_os_error(errno);
                 facts.exit_code = Some(if errno == libc::ENOENT { 127 } else { 126 });
-                notice = Some(format!("evald: {}: {e}\n", step::name(s)).into_bytes());
+                notice = Some(format!("evald: {}: {e}\n", step.name()).into_bytes());
             }
-            Some(Report::SetupFailed { step: s, errno }) => {
+            Some(InitReport::SetupFailed { step, errno }) => {
                 let e = io::Error::from_raw_os_error(errno);
                 facts.internal_error = true;
-                let what = match s.checked_sub(step::OPS).and_then(|i| self.ops.get(i as usize)) {
-                    Some(op) => op.describe(),
-                    None => step::name(s).to_owned(),
+                let what = match step {
+                    Step::Op(i) => self.ops.get(i as usize).map_or_else(|| step.name().to_owned(), Op::describe),
+                    other => other.name().to_owned(),
                 };
                 error = Some(format!("the box failed while {what}: {e}"));
+            }
+            Some(InitReport::Moved(_)) => {
+                facts.internal_error = true;
+                error = Some("the box init answered its plan with Moved".into());
             }
             None => {
                 // No report: the init was killed (by us for a limit, or by
@@ -308,7 +306,7 @@ impl Running {
                 // Without a second descriptor, finish here.
                 tracing::warn!(error = %e, "duplicating a pidfd");
                 self.kill();
-                launch::wait_exited(self.pidfd.as_fd());
+                sys::wait_exited(self.pidfd.as_fd());
                 drop(cgroup);
                 drop(slot);
                 return;
@@ -325,23 +323,4 @@ impl Drop for Running {
             self.finish();
         }
     }
-}
-
-/// A poll timeout in milliseconds: at least 1, at most `i32::MAX`.
-fn poll_ms(timeout: Duration) -> i32 {
-    timeout.as_millis().clamp(1, i32::MAX as u128) as i32
-}
-
-/// Reads until `buf` is full or the descriptor has nothing more to give.
-fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled part of a valid buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
-        if n <= 0 {
-            break;
-        }
-        got += n as usize;
-    }
-    got
 }

@@ -10,12 +10,14 @@
 //! sizes are checked before reading. Because the workspace is its own
 //! file system, a hard link to a host file cannot exist in it.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, ResolveFlags, Uid};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, OpenTreeFlags, UnmountFlags};
 
 use crate::spec::{check_relative_path, SpecError};
 
@@ -64,22 +66,10 @@ impl Workspace {
             move |source| WorkspaceError::Io { what, path: shown, source }
         };
         fs::create_dir_all(path).map_err(io("creating"))?;
-        let target = CString::new(path.as_os_str().as_bytes()).map_err(|_| SpecError::NulByte("path"))?;
-        let data = CString::new(format!("size={size_bytes},mode=0755,uid={uid},gid={uid}"))
+        let data = std::ffi::CString::new(format!("size={size_bytes},mode=0755,uid={uid},gid={uid}"))
             .map_err(|_| SpecError::NulByte("options"))?;
-        // SAFETY: mount with valid NUL-terminated strings.
-        let r = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                data.as_ptr().cast(),
-            )
-        };
-        if r != 0 {
-            return Err(io("mounting a tmpfs on")(io::Error::last_os_error()));
-        }
+        rustix::mount::mount(c"tmpfs", path, c"tmpfs", MountFlags::NOSUID | MountFlags::NODEV, data.as_c_str())
+            .map_err(|e| io("mounting a tmpfs on")(e.into()))?;
         let dir = match fs::File::open(path) {
             Ok(f) => OwnedFd::from(f),
             Err(e) => {
@@ -98,16 +88,13 @@ impl Workspace {
     /// A detached copy of the workspace's mount (`open_tree` with
     /// `OPEN_TREE_CLONE`), which a box attaches in its own mount namespace.
     pub(crate) fn detached_copy(&self) -> io::Result<OwnedFd> {
-        const OPEN_TREE_CLONE: libc::c_uint = 1;
-        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
-        // SAFETY: open_tree on a directory descriptor we own, with an empty
-        // path; it returns a fresh descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_open_tree, self.dir.as_raw_fd(), c"".as_ptr(), flags) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_EMPTY_PATH;
+        Ok(rustix::mount::open_tree(&self.dir, c"", flags)?)
+    }
+
+    /// The owner of every file the host makes in the workspace.
+    fn owner(&self) -> (Uid, Gid) {
+        (Uid::from_raw_unchecked(self.uid), Gid::from_raw_unchecked(self.uid))
     }
 
     /// The user id that owns the workspace; boxes using it run as this id.
@@ -122,10 +109,10 @@ impl Workspace {
         let (parent, name) = self.parent_of(rel, true)?;
         let mode = if executable { 0o755 } else { 0o644 };
         let fd = openat(
-            parent.as_raw_fd(),
+            parent.as_fd(),
             &name,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-            mode,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::from_raw_mode(mode),
         )
         .map_err(|source| WorkspaceError::Io { what: "creating", path: rel.into(), source })?;
         let mut file = fs::File::from(fd);
@@ -134,18 +121,15 @@ impl Workspace {
             return Err(WorkspaceError::NotAFile { path: rel.into() });
         }
         file.write_all(content).map_err(|source| WorkspaceError::Io { what: "writing", path: rel.into(), source })?;
-        // SAFETY: fchown/fchmod on a descriptor we own.
-        unsafe {
-            libc::fchown(file.as_raw_fd(), self.uid, self.uid);
-            libc::fchmod(file.as_raw_fd(), mode);
-        }
+        let _ = rustix::fs::fchown(&file, Some(self.owner().0), Some(self.owner().1));
+        let _ = rustix::fs::fchmod(&file, Mode::from_raw_mode(mode));
         Ok(())
     }
 
     /// Reads `rel` if it is a regular file of at most `max` bytes.
     pub fn read_file(&self, rel: &str, max: u64) -> Result<Vec<u8>, WorkspaceError> {
         check_relative_path(rel)?;
-        let fd = self.open_beneath(rel, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK)?;
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK)?;
         let mut file = fs::File::from(fd);
         let meta = file.metadata().map_err(|source| WorkspaceError::Io { what: "stat", path: rel.into(), source })?;
         if !meta.is_file() {
@@ -183,13 +167,13 @@ impl Workspace {
         depth: usize,
     ) -> Result<(), WorkspaceError> {
         let fd = match dir {
-            Some(d) => d.as_raw_fd(),
-            None => self.dir.as_raw_fd(),
+            Some(d) => d.as_fd(),
+            None => self.dir.as_fd(),
         };
         let io = |source| WorkspaceError::Io { what: "listing", path: prefix.to_owned(), source };
         // Reading /proc/self/fd/N lists the directory we hold open, not
         // whatever its path may point to now.
-        let mut names: Vec<_> = fs::read_dir(format!("/proc/self/fd/{fd}"))
+        let mut names: Vec<_> = fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .map_err(io)?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
@@ -199,7 +183,8 @@ impl Workspace {
             if out.len() >= max || depth > 32 {
                 return Ok(());
             }
-            let Ok(child) = openat(fd, &name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0) else {
+            let Ok(child) = openat(fd, &name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK, Mode::empty())
+            else {
                 continue;
             };
             let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
@@ -221,22 +206,17 @@ impl Workspace {
     pub fn remove(&self, rel: &str) -> Result<(), WorkspaceError> {
         check_relative_path(rel)?;
         let (parent, name) = self.parent_of(rel, false)?;
-        let c = CString::new(name).map_err(|_| SpecError::NulByte("path"))?;
-        // SAFETY: unlinkat relative to a directory we hold; no symlink is
-        // followed by unlinkat itself.
-        let mut r = unsafe { libc::unlinkat(parent.as_raw_fd(), c.as_ptr(), 0) };
-        if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EISDIR) {
-            // SAFETY: as above, for an (empty) directory.
-            r = unsafe { libc::unlinkat(parent.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) };
+        // unlinkat follows no symlink itself.
+        let removed = match rustix::fs::unlinkat(&parent, name.as_str(), AtFlags::empty()) {
+            // An (empty) directory.
+            Err(Errno::ISDIR) => rustix::fs::unlinkat(&parent, name.as_str(), AtFlags::REMOVEDIR),
+            other => other,
+        };
+        match removed {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) => Err(WorkspaceError::NotFound { path: rel.into() }),
+            Err(e) => Err(WorkspaceError::Io { what: "removing", path: rel.into(), source: e.into() }),
         }
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::NotFound {
-                return Err(WorkspaceError::NotFound { path: rel.into() });
-            }
-            return Err(WorkspaceError::Io { what: "removing", path: rel.into(), source: e });
-        }
-        Ok(())
     }
 
     /// Renames `from` to `to` (creating `to`'s parent directories).
@@ -245,20 +225,11 @@ impl Workspace {
         check_relative_path(to)?;
         let (src_dir, src_name) = self.parent_of(from, false)?;
         let (dst_dir, dst_name) = self.parent_of(to, true)?;
-        let (a, b) = (
-            CString::new(src_name).map_err(|_| SpecError::NulByte("path"))?,
-            CString::new(dst_name).map_err(|_| SpecError::NulByte("path"))?,
-        );
-        // SAFETY: renameat between directories we hold open.
-        let r = unsafe { libc::renameat(src_dir.as_raw_fd(), a.as_ptr(), dst_dir.as_raw_fd(), b.as_ptr()) };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::NotFound {
-                return Err(WorkspaceError::NotFound { path: from.into() });
-            }
-            return Err(WorkspaceError::Io { what: "renaming", path: from.into(), source: e });
+        match rustix::fs::renameat(&src_dir, src_name.as_str(), &dst_dir, dst_name.as_str()) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) => Err(WorkspaceError::NotFound { path: from.into() }),
+            Err(e) => Err(WorkspaceError::Io { what: "renaming", path: from.into(), source: e.into() }),
         }
-        Ok(())
     }
 
     /// Unmounts the workspace and removes its mount point.
@@ -281,29 +252,23 @@ impl Workspace {
         let mut current =
             self.dir.try_clone().map_err(|source| WorkspaceError::Io { what: "dup", path: rel.into(), source })?;
         for dir in dirs {
-            if create {
-                let c = CString::new(*dir).map_err(|_| SpecError::NulByte("path"))?;
-                // SAFETY: mkdirat relative to a directory we hold.
-                if unsafe { libc::mkdirat(current.as_raw_fd(), c.as_ptr(), 0o755) } == 0 {
-                    // SAFETY: fchownat without following a symlink.
-                    unsafe {
-                        libc::fchownat(current.as_raw_fd(), c.as_ptr(), self.uid, self.uid, libc::AT_SYMLINK_NOFOLLOW)
-                    };
-                }
+            if create && rustix::fs::mkdirat(&current, *dir, Mode::from_raw_mode(0o755)).is_ok() {
+                let (uid, gid) = self.owner();
+                let _ = rustix::fs::chownat(&current, *dir, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW);
             }
             current =
-                openat(current.as_raw_fd(), dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(
-                    |source| match source.kind() {
+                openat(current.as_fd(), dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).map_err(|source| {
+                    match source.kind() {
                         io::ErrorKind::NotFound => WorkspaceError::NotFound { path: rel.into() },
                         _ => WorkspaceError::Io { what: "opening", path: rel.into(), source },
-                    },
-                )?;
+                    }
+                })?;
         }
         Ok((current, (*name).to_owned()))
     }
 
-    fn open_beneath(&self, rel: &str, flags: i32) -> Result<OwnedFd, WorkspaceError> {
-        openat(self.dir.as_raw_fd(), rel, flags, 0).map_err(|source| match source.kind() {
+    fn open_beneath(&self, rel: &str, flags: OFlags) -> Result<OwnedFd, WorkspaceError> {
+        openat(self.dir.as_fd(), rel, flags, Mode::empty()).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => WorkspaceError::NotFound { path: rel.into() },
             _ => WorkspaceError::Io { what: "opening", path: rel.into(), source },
         })
@@ -317,35 +282,13 @@ impl Drop for Workspace {
 }
 
 fn unmount(path: &Path) {
-    if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: umount2 with a valid NUL-terminated path.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
+    let _ = rustix::mount::unmount(path, UnmountFlags::DETACH);
     let _ = fs::remove_dir(path);
 }
 
 /// openat2 beneath `dir`: no symlinks, no magic links, no mount crossing.
-fn openat(dir: RawFd, rel: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    let c = CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open_how is plain old data; all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & libc::O_CREAT != 0 { u64::from(mode) } else { 0 };
-    how.resolve =
-        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
-    // SAFETY: openat2 with a valid path and open_how of the right size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir,
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+fn openat(dir: BorrowedFd<'_>, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    let resolve =
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
+    Ok(rustix::fs::openat2(dir, rel, flags | OFlags::CLOEXEC, mode, resolve)?)
 }

@@ -227,3 +227,16 @@ fn run_moves_the_captured_output_into_the_outcome() {
     assert_eq!((o.status, text(&o.stdout), text(&o.stderr)), (Status::OutputLimit, "in\n".into(), "err".into()));
     assert_eq!((o.stdout_truncated, o.stderr_truncated), (false, true), "{o:?}");
 }
+
+#[test]
+fn run_works_on_a_blocking_thread_of_an_async_runtime() {
+    let t = sandbox("blocking", 110);
+    let sandbox = t.sandbox.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let o = runtime
+        .block_on(async move {
+            tokio::task::spawn_blocking(move || sandbox.run(&sh("echo hi", Stdin::Null)).unwrap()).await
+        })
+        .unwrap();
+    assert_eq!((o.status, text(&o.stdout)), (Status::Ok, "hi\n".into()), "{o:?}");
+}
