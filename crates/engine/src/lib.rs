@@ -279,7 +279,9 @@ impl Engine {
         }
     }
 
-    /// Resolves the limits of both stages for `language`.
+    /// Resolves the limits of both stages for `language` and checks both
+    /// (a limit no box can start under is refused even for a stage that
+    /// will not run).
     pub fn limits(
         &self,
         language: &Language,
@@ -301,10 +303,12 @@ impl Engine {
             open_files: o.open_files,
             ..LimitRequest::default()
         };
-        Ok((
-            self.config.compile.resolve("compile", compile, &compile_floor)?,
-            self.config.run.resolve("run", run, &run_floor)?,
-        ))
+        let compile = self.config.compile.resolve("compile", compile, &compile_floor)?;
+        let run = self.config.run.resolve("run", run, &run_floor)?;
+        // Both stages' limits are checked, whether or not a stage will run.
+        compile.validate()?;
+        run.validate()?;
+        Ok((compile, run))
     }
 
     /// The memory a job of `language` reserves: the larger of its stages'

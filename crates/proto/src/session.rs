@@ -226,8 +226,9 @@ pub struct NewSession {
 pub struct NewFile {
     pub path: String,
     pub content: String,
+    /// `None` (absent or null): utf8.
     #[serde(default)]
-    pub encoding: crate::v1::Encoding,
+    pub encoding: Option<crate::v1::Encoding>,
 }
 
 /// `PATCH /api/v1/sessions/{id}` body.

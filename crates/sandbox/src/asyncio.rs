@@ -1,6 +1,5 @@
 //! Descriptors of a box registered with tokio's reactor (`AsyncFd`).
 
-use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 
@@ -13,14 +12,4 @@ pub(crate) fn watch(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<Owned
     // SAFETY: the AsyncFd takes ownership of the OwnedFd: the descriptor
     // stays open and the same until the AsyncFd is dropped.
     unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into())
-}
-
-/// Registers a non-blocking descriptor (as handed out by [`crate::Running`])
-/// with tokio; reads and writes go through the returned `File`.
-///
-/// Used by callers not yet on `drive`.
-pub fn register(fd: OwnedFd) -> io::Result<AsyncFd<File>> {
-    // SAFETY: the AsyncFd takes ownership of the File, which owns the
-    // descriptor: it cannot be closed or replaced while registered.
-    unsafe { AsyncFd::register(File::from(fd)) }.map_err(|e| e.into())
 }

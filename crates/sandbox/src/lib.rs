@@ -13,7 +13,7 @@
 //! This crate knows nothing of languages or HTTP, and is the only crate of
 //! evald with `unsafe` code.
 
-pub mod asyncio;
+mod asyncio;
 pub mod cgroup;
 mod drive;
 mod launch;

@@ -64,58 +64,19 @@ pub(crate) struct Finished {
 }
 
 impl Running {
-    /// Write end of the stdin pipe (`Stdin::Pipe`). Closing it is EOF.
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn take_stdin(&mut self) -> Option<OwnedFd> {
-        self.stdin.take()
-    }
-
-    /// Read end of the stdout pipe.
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn take_stdout(&mut self) -> Option<OwnedFd> {
-        self.stdout.take()
-    }
-
-    /// Read end of the stderr pipe.
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn take_stderr(&mut self) -> Option<OwnedFd> {
-        self.stderr.take()
-    }
-
-    /// Master side of the terminal (`Stdin::Pty`).
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.pty.take()
-    }
-
-    /// Readable once the box's init has exited.
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
-    }
-
     /// Host pid of the box's init.
     pub fn pid(&self) -> libc::pid_t {
         self.pid
     }
 
     /// Resizes a terminal (only for `Stdin::Pty`, given the master fd).
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    pub(crate) fn resize(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
         let size = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         Ok(rustix::termios::tcsetwinsize(master, size)?)
     }
 
     /// Sends `signal` to the program's process group (like a terminal's ^C).
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn signal(&self, signal: i32) -> io::Result<()> {
+    pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
         let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))?;
         let payload = children.split_whitespace().next().and_then(|p| p.parse().ok()).and_then(Pid::from_raw);
         let Some(payload) = payload else {
@@ -127,9 +88,7 @@ impl Running {
 
     /// Enforces the wall-clock and CPU limits; returns the limit that was hit
     /// (the box is then being killed).
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn check_limits(&mut self) -> Option<Status> {
+    pub(crate) fn check_limits(&mut self) -> Option<Status> {
         if self.finished {
             return None;
         }
@@ -158,16 +117,12 @@ impl Running {
 
     /// Records that the caller stopped reading output because of the output
     /// limit, and kills the box.
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn output_limit_hit(&mut self) {
+    pub(crate) fn output_limit_hit(&mut self) {
         self.killed.output_exceeded = true;
         self.kill();
     }
 
     /// Kills every process of the box.
-    ///
-    /// Used by callers not yet on `drive`.
     pub fn kill(&mut self) {
         sys::kill(&self.pidfd);
         if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_all()) {
@@ -176,28 +131,9 @@ impl Running {
     }
 
     /// Time until the next limit check is due.
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn next_check(&self) -> Duration {
+    pub(crate) fn next_check(&self) -> Duration {
         let left = self.limits.wall_time.saturating_sub(self.started.elapsed());
         left.min(self.cpu_check_at.saturating_duration_since(Instant::now()))
-    }
-
-    /// Blocks until the box has ended and returns its outcome (stdout and
-    /// stderr are empty: in streaming mode the caller reads them; stderr
-    /// holds evald's message when the program could not be executed).
-    ///
-    /// Used by callers not yet on `drive`.
-    pub fn wait(mut self) -> Outcome {
-        while !self.finished {
-            if sys::readable(self.pidfd.as_fd(), Some(self.next_check().max(Duration::from_millis(1)))) {
-                break;
-            }
-            self.check_limits();
-        }
-        let Finished { mut outcome, notice } = self.finish();
-        outcome.stderr = notice.unwrap_or_default();
-        outcome
     }
 
     /// The outcome, once the init reported (or ended): its report, the

@@ -156,7 +156,7 @@ impl RunSpec {
         if self.cwd.split('/').any(|c| c == "..") {
             return Err(SpecError::BadCwd(self.cwd.clone()));
         }
-        self.validate_limits()?;
+        self.limits.validate()?;
         let mut seen = HashSet::new();
         let mut total = 0u64;
         for file in &self.files {
@@ -179,9 +179,13 @@ impl RunSpec {
         }
         Ok(())
     }
+}
 
-    fn validate_limits(&self) -> Result<(), SpecError> {
-        let l = &self.limits;
+impl Limits {
+    /// Checks every limit: non-zero, at most [`Limits::MAX`], and at least
+    /// what a box needs to start its program at all.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let l = self;
         let m = &Limits::MAX;
         let checks: [(&'static str, u128, u128); 8] = [
             ("wall_time", l.wall_time.as_millis(), m.wall_time.as_millis()),
@@ -207,6 +211,9 @@ impl RunSpec {
         if l.open_files < MIN_OPEN_FILES {
             return Err(SpecError::OpenFilesTooSmall { min: MIN_OPEN_FILES });
         }
+        if l.processes < MIN_PROCESSES {
+            return Err(SpecError::ProcessesTooFew { min: MIN_PROCESSES });
+        }
         Ok(())
     }
 }
@@ -219,6 +226,9 @@ pub const MAX_FILES: usize = 1000;
 pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
 /// Below this the payload cannot get its standard streams.
 pub const MIN_OPEN_FILES: u32 = 4;
+/// The box's init counts as one process: below this the program cannot
+/// start.
+pub const MIN_PROCESSES: u32 = 2;
 
 fn no_nul(what: &'static str, s: &str) -> Result<(), SpecError> {
     if s.contains('\0') {
@@ -254,6 +264,8 @@ pub enum SpecError {
     MemoryTooSmall { min: u64 },
     #[error("open files limit must be at least {min}")]
     OpenFilesTooSmall { min: u32 },
+    #[error("processes limit must be at least {min} (the box's init is one)")]
+    ProcessesTooFew { min: u32 },
     #[error("invalid file path {path:?}: {reason}")]
     BadPath { path: String, reason: &'static str },
     #[error("duplicate file {0:?}")]
@@ -315,6 +327,10 @@ mod tests {
         let mut s = spec();
         s.limits.memory_bytes = 1024;
         assert_eq!(s.validate(), Err(SpecError::MemoryTooSmall { min: MIN_MEMORY_BYTES }));
+        let mut s = spec();
+        s.limits.processes = 1;
+        assert_eq!(s.validate(), Err(SpecError::ProcessesTooFew { min: MIN_PROCESSES }));
+        assert_eq!(s.limits.validate(), Err(SpecError::ProcessesTooFew { min: MIN_PROCESSES }));
     }
 
     #[test]

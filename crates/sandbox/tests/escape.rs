@@ -15,11 +15,10 @@ use std::net::{TcpListener, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{
-    assert_stdout, attack, c_spec, harness, limits, py_spec, read_to_end, read_until, run_attack, sandbox, sh_spec,
-    show,
+use common::{assert_stdout, attack, c_spec, harness, limits, py_spec, run_attack, sandbox, sh_spec, show};
+use evald_sandbox::{
+    Capture, Control, FileSpec, Network, RunSpec, SandboxError, Sink, SpecError, Status, Stdin, Stream, WorkspaceError,
 };
-use evald_sandbox::{FileSpec, Network, RunSpec, SandboxError, SpecError, Status, Stdin, WorkspaceError};
 
 const MIB: u64 = 1 << 20;
 
@@ -347,6 +346,25 @@ print("pids:", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
 attempt("kill -1", lambda: os.kill(-1, signal.SIGKILL))
 "#;
 
+/// A sink that keeps a box's output and says once when its stdout holds a
+/// line.
+struct Until {
+    capture: Capture,
+    line: &'static [u8],
+    seen: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Sink for Until {
+    fn output(&mut self, stream: Stream, bytes: &[u8]) {
+        self.capture.output(stream, bytes);
+        if self.capture.stdout.windows(self.line.len()).any(|w| w == self.line) {
+            if let Some(seen) = self.seen.take() {
+                let _ = seen.send(());
+            }
+        }
+    }
+}
+
 #[test]
 fn concurrent_boxes_cannot_reach_each_other() {
     let attack = attack();
@@ -354,27 +372,32 @@ fn concurrent_boxes_cannot_reach_each_other() {
     a.network = Network::Loopback;
     a.stdin = Stdin::Pipe;
     a.limits = limits(secs(30), secs(10));
-    let mut running = sandbox().spawn(&a).expect("spawning box A");
-    let stdin = running.take_stdin().expect("stdin of A");
-    let stdout = running.take_stdout().expect("stdout of A");
-    let stderr = running.take_stderr().expect("stderr of A");
-    let mut a_out = Vec::new();
-    let ready = read_until(&mut running, &stdout, &mut a_out, b"ready\n");
-
-    let b = if ready {
-        let mut b = py_spec(CROSS_B);
-        b.network = Network::Loopback;
-        Some(sandbox().run(&b).expect("running box B"))
-    } else {
-        None
-    };
-    drop(stdin);
-    let mut outcome_a = running.wait();
-    read_to_end(&stdout, &mut a_out);
-    read_to_end(&stderr, &mut outcome_a.stderr);
-    outcome_a.stdout = a_out;
+    let running = sandbox().spawn(&a).expect("spawning box A");
+    let (control, mut requests) = tokio::sync::mpsc::channel(4);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // Box B runs beside A once A is ready; then A's input ends and it
+    // finishes. The control sender lives until A's driver is done (a closed
+    // channel would kill A).
+    let beside = std::thread::spawn(move || {
+        let ready = ready_rx.recv_timeout(secs(30)).is_ok();
+        let b = ready.then(|| {
+            let mut b = py_spec(CROSS_B);
+            b.network = Network::Loopback;
+            sandbox().run(&b).expect("running box B")
+        });
+        let _ = control.blocking_send(Control::Eof);
+        (ready, b, control)
+    });
+    let mut sink = Until { capture: Capture::default(), line: b"ready\n", seen: Some(ready_tx) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let mut outcome_a = runtime.block_on(running.drive(Vec::new(), Some(&mut requests), &mut sink));
+    // A never got ready: B's thread stops waiting.
+    sink.seen = None;
+    let (ready, b, control) = beside.join().expect("box B's thread");
+    drop(control);
+    outcome_a.stdout = sink.capture.stdout;
+    outcome_a.stderr = sink.capture.stderr;
     let context = format!("box A: {}\nbox B: {}", show(&outcome_a), b.as_ref().map_or("not run".into(), show));
-    drop((stdout, stderr));
     attack.finish(&context);
 
     assert!(ready, "box A never got ready\n{context}");

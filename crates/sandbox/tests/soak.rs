@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use evald_sandbox::{Limits, RunSpec, Sandbox, SandboxConfig, Status};
 
-const UID_BASE: u32 = 64000;
+const UID_BASE: u32 = evald_testkit::uids::SANDBOX_SOAK.base;
 const SLOTS: u32 = 4;
 
 /// The first run on a thread makes that thread's driver runtime (see

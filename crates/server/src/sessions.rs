@@ -37,7 +37,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let mut files = Vec::with_capacity(req.files.len());
     for f in req.files {
-        let content = match f.encoding {
+        let content = match f.encoding.unwrap_or_default() {
             v1::Encoding::Utf8 => f.content.into_bytes(),
             v1::Encoding::Base64 => base64::engine::general_purpose::STANDARD
                 .decode(f.content.as_bytes())

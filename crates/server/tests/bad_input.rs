@@ -103,6 +103,20 @@ async fn bad_requests_get_4xx_json_errors() {
             br#"{"language":"python","files":[{"path":"a.py","content":""}],"cases":[[null,null]]}"#.to_vec(),
             400,
         ),
+        (
+            "a limit no box starts under, at a stage that may not run",
+            "/api/v1/runs",
+            br#"{"language":"python","files":[{"path":"a.py","content":""}],"limits":{"compile":{"memory_bytes":1}}}"#
+                .to_vec(),
+            400,
+        ),
+        (
+            "a single process",
+            "/api/v1/runs",
+            br#"{"language":"python","files":[{"path":"a.py","content":""}],"limits":{"run":{"processes":1}}}"#
+                .to_vec(),
+            400,
+        ),
         ("the body as an array", "/api/v1/runs", br#"["python",null,[{"path":"a.py","content":""}]]"#.to_vec(), 400),
         // Sessions
         ("session conflicting files", "/api/v1/sessions", native(json!([file("a"), file("a/b.py")])), 409),

@@ -385,3 +385,48 @@ async fn a_client_from_a_lost_node_is_told_its_process_is_gone() {
     let exit = c.exit().await;
     assert_eq!(exit["status"], "ok");
 }
+
+/// Files and directories in each other's way are 409 `path_conflict`, a
+/// file under a file is not found, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_in_each_others_way_are_conflicts() {
+    let s = server(SessionConfig::default()).await;
+    let files = json!([{"path": "main.py", "content": "print(1)\n"}, {"path": "dir/a.txt", "content": "a"}]);
+    let id = s.session("python", files).await;
+    let base = format!("http://{}/api/v1/sessions/{id}", s.base);
+    let put = |path: &str| {
+        let url = format!("{base}/files/{path}");
+        tokio::task::spawn_blocking(move || match ureq::put(&url).send_bytes(b"x") {
+            Ok(r) => (r.status(), String::new()),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        })
+    };
+    let code = |body: &str| serde_json::from_str::<Value>(body).expect("json")["error"]["code"].clone();
+    // Onto a directory, and under a file.
+    for path in ["dir", "main.py/x"] {
+        let (status, body) = put(path).await.expect("put");
+        assert_eq!((status, code(&body)), (409, json!("path_conflict")), "PUT {path}: {body}");
+    }
+    let file = |p: &str| format!("/api/v1/sessions/{id}/files/{p}");
+    let (status, body) = s.http("GET", &file("dir"), None).await;
+    assert_eq!((status, code(&body)), (409, json!("path_conflict")), "GET a directory: {body}");
+    for method in ["GET", "DELETE"] {
+        let (status, body) = s.http(method, &file("main.py/x"), None).await;
+        assert_eq!((status, code(&body)), (404, json!("file_not_found")), "{method} under a file: {body}");
+    }
+    let (status, body) = s.http("DELETE", &file("dir"), None).await;
+    assert_eq!((status, code(&body)), (409, json!("path_conflict")), "DELETE a non-empty directory: {body}");
+    let rename = format!("/api/v1/sessions/{id}/rename");
+    for (from, to) in [("dir", "dir/inner"), ("main.py", "dir"), ("dir", "main.py")] {
+        let (status, body) = s.http("POST", &rename, Some(json!({"from": from, "to": to}))).await;
+        assert_eq!((status, code(&body)), (409, json!("path_conflict")), "rename {from} to {to}: {body}");
+    }
+    let (status, body) = s.http("GET", &format!("/api/v1/sessions/{id}/files"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json"),
+        json!([{"path": "dir", "size": 0, "is_dir": true}, {"path": "dir/a.txt", "size": 1, "is_dir": false}, {"path": "main.py", "size": 9, "is_dir": false}]),
+        "nothing changed"
+    );
+}

@@ -15,14 +15,29 @@ fn check(path: &str) -> Result<(), SessionError> {
     evald_proto::path::check_relative_path(path).map_err(|e| SessionError::BadPath(e.to_string()))
 }
 
+/// A workspace error as an I/O error of the kind the session errors are
+/// sorted by (see `crate::blocking`): the file system's own kind is kept.
 fn workspace_error(e: WorkspaceError) -> io::Error {
     match e {
         WorkspaceError::NotFound { .. } => io::Error::from(io::ErrorKind::NotFound),
         WorkspaceError::Path(p) => io::Error::new(io::ErrorKind::InvalidInput, p.to_string()),
         WorkspaceError::NotAFile { path } => {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{path} is not a regular file"))
+            io::Error::new(io::ErrorKind::IsADirectory, format!("{path} is not a regular file"))
         }
+        WorkspaceError::Io { what, path, source } => match source.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(source.kind(), format!("{what} {path}: {source}")),
+        },
         other => io::Error::other(other.to_string()),
+    }
+}
+
+/// A path under a file is a file that does not exist.
+fn under_a_file_is_missing(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::NotADirectory {
+        io::Error::from(io::ErrorKind::NotFound)
+    } else {
+        e
     }
 }
 
@@ -40,7 +55,8 @@ impl Manager {
         check(&path)?;
         let s = self.get(id).await?;
         let max = self.config.disk_bytes;
-        blocking(move || s.workspace.read_file(&path, max).map_err(workspace_error)).await
+        blocking(move || s.workspace.read_file(&path, max).map_err(workspace_error).map_err(under_a_file_is_missing))
+            .await
     }
 
     /// Writes a file (its parents are created), within the quota.
@@ -50,9 +66,17 @@ impl Manager {
         let (max_files, disk) = (self.config.max_files, self.config.disk_bytes);
         let (s2, p2) = (s.clone(), path.clone());
         let len = content.len() as u64;
-        // Quota: the other files plus this one.
+        // Where it goes, and the quota: the other files plus this one.
         blocking(move || {
             let entries = s2.workspace.list(max_files * 4).map_err(io::Error::other)?;
+            let blocked = entries.iter().find(|e| {
+                (e.is_dir && e.path == p2)
+                    || (!e.is_dir && p2.strip_prefix(e.path.as_str()).is_some_and(|r| r.starts_with('/')))
+            });
+            if let Some(e) = blocked {
+                let what = if e.is_dir { "a directory" } else { "a file" };
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is {what}", e.path)));
+            }
             let others: Vec<_> = entries.iter().filter(|e| !e.is_dir && e.path != p2).collect();
             let used: u64 = others.iter().map(|e| e.size).sum();
             if others.len() + 1 > max_files || used + len > disk {
@@ -62,7 +86,7 @@ impl Manager {
         })
         .await
         .map_err(|e| match e {
-            SessionError::Internal(_) => {
+            SessionError::Internal(_) | SessionError::Quota(_) => {
                 SessionError::Quota(format!("a workspace holds at most {max_files} files and {disk} bytes"))
             }
             other => other,
@@ -87,7 +111,7 @@ impl Manager {
         let store = self.store.clone();
         let s2 = s.clone();
         blocking(move || {
-            s2.workspace.remove(&path).map_err(workspace_error)?;
+            s2.workspace.remove(&path).map_err(workspace_error).map_err(under_a_file_is_missing)?;
             match store.delete(&s2.id, &path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 other => other,

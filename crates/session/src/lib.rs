@@ -117,7 +117,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
             tracing::warn!(error = %e, "the workspace store is unavailable");
             Err(SessionError::Unavailable)
         }
+        // The file system's EINVAL (say, a directory moved into itself) is
+        // a conflict; our own path checks say InvalidInput without one.
+        Ok(Err(e)) if e.raw_os_error() == Some(22) => Err(SessionError::Conflict(e.to_string())),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => Err(SessionError::BadPath(e.to_string())),
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotADirectory
+                    | std::io::ErrorKind::IsADirectory
+                    | std::io::ErrorKind::DirectoryNotEmpty
+                    | std::io::ErrorKind::AlreadyExists
+            ) =>
+        {
+            Err(SessionError::Conflict(e.to_string()))
+        }
         Ok(Err(e)) if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull => {
             Err(SessionError::Quota("the workspace is full".into()))
         }

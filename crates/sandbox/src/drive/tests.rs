@@ -1,6 +1,6 @@
 //! The driver against real boxes (needs root, as in CI). Each test makes
 //! its own small sandbox (instance `drive-<test>-<pid>`, box users from
-//! 63000), drives one box on this thread's driver runtime and asserts the
+//! `evald_testkit::uids::SANDBOX_UNIT`), drives one box on this thread's driver runtime and asserts the
 //! exact output and outcome.
 
 #![allow(clippy::unwrap_used)]
@@ -31,7 +31,7 @@ fn sandbox(tag: &str, uid_offset: u32) -> TestSandbox {
     let sandbox = Sandbox::new(SandboxConfig {
         instance: format!("drive-{tag}-{pid}"),
         state_dir: state_dir.clone(),
-        uid_base: 63000 + uid_offset,
+        uid_base: evald_testkit::uids::SANDBOX_UNIT.base + uid_offset,
         slots: 1,
         ..SandboxConfig::default()
     })

@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,10 +32,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use evald_sandbox::cgroup::Cgroups;
-use evald_sandbox::{FileSpec, Limits, Outcome, RunSpec, Running, Sandbox, SandboxConfig, DEFAULT_READ_ONLY_BINDS};
+use evald_sandbox::{FileSpec, Limits, Outcome, RunSpec, Sandbox, SandboxConfig, DEFAULT_READ_ONLY_BINDS};
 
-/// First box user id of this test binary (the CLI defaults to 61000).
-pub const UID_BASE: u32 = 62000;
+/// First box user id of this test binary (see `evald_testkit::uids`).
+pub const UID_BASE: u32 = evald_testkit::uids::SANDBOX_ESCAPE.base;
 /// Boxes that may run at once.
 pub const SLOTS: u32 = 4;
 /// Every uid a box of this binary may run as (slots, then the owner of
@@ -432,54 +432,6 @@ pub fn py_spec(source: &str) -> RunSpec {
 /// Default limits with the given wall and CPU times.
 pub fn limits(wall: Duration, cpu: Duration) -> Limits {
     Limits { wall_time: wall, cpu_time: cpu, ..Limits::default() }
-}
-
-/// Reads the non-blocking `fd` of a running box into `buf` until `needle`
-/// appears (true) or the stream ends or a limit ends the box (false).
-pub fn read_until(running: &mut Running, fd: &OwnedFd, buf: &mut Vec<u8>, needle: &[u8]) -> bool {
-    loop {
-        if buf.windows(needle.len()).any(|w| w == needle) {
-            return true;
-        }
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = running.next_check().as_millis().clamp(1, 1000) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
-        match read_available(fd, buf) {
-            Some(0) => return false,
-            _ if running.check_limits().is_some() => return false,
-            _ => {}
-        }
-    }
-}
-
-/// Reads what `fd` has now: `Some(n)` bytes (0 at end of file), `None` when
-/// nothing is available yet.
-pub fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>) -> Option<usize> {
-    let mut chunk = [0u8; 4096];
-    // SAFETY: reading into a valid buffer from a live descriptor.
-    let n = unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
-    if n < 0 {
-        return None;
-    }
-    let n = n as usize;
-    buf.extend_from_slice(&chunk[..n]);
-    Some(n)
-}
-
-/// Reads `fd` (blocking or not) to end of file.
-pub fn read_to_end(fd: &OwnedFd, buf: &mut Vec<u8>) {
-    loop {
-        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
-        match read_available(fd, buf) {
-            Some(0) => return,
-            Some(_) => {}
-            None if pfd.revents == 0 => return,
-            None => {}
-        }
-    }
 }
 
 /// Host pid, name and uids (real, effective, saved, fs) of every process.
