@@ -375,28 +375,29 @@ fn concurrent_boxes_cannot_reach_each_other() {
     let running = sandbox().spawn(&a).expect("spawning box A");
     let (control, mut requests) = tokio::sync::mpsc::channel(4);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    // Box B runs beside A once A is ready; then A's input ends and it
-    // finishes. The control sender lives until A's driver is done (a closed
-    // channel would kill A).
-    let beside = std::thread::spawn(move || {
-        let ready = ready_rx.recv_timeout(secs(30)).is_ok();
-        let b = ready.then(|| {
-            let mut b = py_spec(CROSS_B);
-            b.network = Network::Loopback;
-            sandbox().run(&b).expect("running box B")
-        });
-        let _ = control.blocking_send(Control::Eof);
-        (ready, b, control)
+    // Box A is driven on a thread of its own (with a runtime of its own,
+    // gone with the thread); box B runs on this thread once A is ready.
+    // The control sender lives until A's input is to end (a closed channel
+    // would kill A).
+    let driver = std::thread::spawn(move || {
+        let mut sink = Until { capture: Capture::default(), line: b"ready\n", seen: Some(ready_tx) };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let mut outcome = runtime.block_on(running.drive(Vec::new(), Some(&mut requests), &mut sink));
+        outcome.stdout = sink.capture.stdout;
+        outcome.stderr = sink.capture.stderr;
+        outcome
     });
-    let mut sink = Until { capture: Capture::default(), line: b"ready\n", seen: Some(ready_tx) };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    let mut outcome_a = runtime.block_on(running.drive(Vec::new(), Some(&mut requests), &mut sink));
-    // A never got ready: B's thread stops waiting.
-    sink.seen = None;
-    let (ready, b, control) = beside.join().expect("box B's thread");
+    // A ended without getting ready: the sender is gone.
+    let ready = ready_rx.recv_timeout(secs(30)).is_ok();
+    let b = ready.then(|| {
+        let mut b = py_spec(CROSS_B);
+        b.network = Network::Loopback;
+        sandbox().run(&b).expect("running box B")
+    });
+    // The end of A's input: it prints "done" and exits.
+    let _ = control.blocking_send(Control::Eof);
+    let outcome_a = driver.join().expect("box A's driver");
     drop(control);
-    outcome_a.stdout = sink.capture.stdout;
-    outcome_a.stderr = sink.capture.stderr;
     let context = format!("box A: {}\nbox B: {}", show(&outcome_a), b.as_ref().map_or("not run".into(), show));
     attack.finish(&context);
 
