@@ -185,7 +185,7 @@ pub fn http(base: &str, iterations: usize) -> Result<()> {
         bare_once()?;
     }
     println!("python hello world, {iterations} requests per row");
-    println!("{:<34} {:>9} {:>9} {:>10} {:>8}", "path", "p50", "p99", "req/s", "ratio");
+    println!("{:<34} {:>9} {:>9} {:>10} {:>8} {:>9}", "path", "p50", "p99", "req/s", "ratio", "CPU/req");
     // The machine's speed drifts over seconds, so bare and API runs take
     // turns in rounds and each side sums its rounds.
     const ROUNDS: usize = 10;
@@ -200,37 +200,49 @@ pub fn http(base: &str, iterations: usize) -> Result<()> {
             })?;
             Ok((samples.into_iter().flatten().collect(), t.elapsed()))
         };
-        let (mut bare_samples, mut bare_time) = (Vec::new(), Duration::ZERO);
-        let (mut api_samples, mut api_time) = (Vec::new(), Duration::ZERO);
+        let (mut bare_samples, mut bare_time, mut bare_ticks) = (Vec::new(), Duration::ZERO, 0);
+        let (mut api_samples, mut api_time, mut api_ticks) = (Vec::new(), Duration::ZERO, 0);
         for _ in 0..ROUNDS {
+            let before = busy_ticks()?;
             let (samples, time) = round(&bare_once)?;
+            let middle = busy_ticks()?;
             bare_samples.extend(samples);
             bare_time += time;
             let (samples, time) = round(&|| post(&agent, &python))?;
+            let after = busy_ticks()?;
             api_samples.extend(samples);
             api_time += time;
+            bare_ticks += middle - before;
+            api_ticks += after - middle;
         }
+        // The whole machine's busy CPU per request (client included), in
+        // milliseconds: /proc/stat counts 100 ticks a second.
+        let cpu_ms = |ticks: u64, n: usize| ticks as f64 * 10.0 / n.max(1) as f64;
+        let (bare_cpu, api_cpu) = (cpu_ms(bare_ticks, bare_samples.len()), cpu_ms(api_ticks, api_samples.len()));
         let bare_rate = bare_samples.len() as f64 / bare_time.as_secs_f64();
         let api_rate = api_samples.len() as f64 / api_time.as_secs_f64();
         let (bare, api) = (stats(bare_samples), stats(api_samples));
         println!(
-            "{:<34} {:>7.2}ms {:>7.2}ms {:>10.1} {:>8}",
+            "{:<34} {:>7.2}ms {:>7.2}ms {:>10.1} {:>8} {:>7.2}ms",
             format!("bare python3 -c, {clients} client(s)"),
             ms(bare.median),
             ms(bare.p99),
             bare_rate,
-            "1.00x"
+            "1.00x",
+            bare_cpu
         );
         println!(
-            "{:<34} {:>7.2}ms {:>7.2}ms {:>10.1} {:>7.2}x",
+            "{:<34} {:>7.2}ms {:>7.2}ms {:>10.1} {:>7.2}x {:>7.2}ms",
             format!("POST /api/v2/execute, {clients} client(s)"),
             ms(api.median),
             ms(api.p99),
             api_rate,
             if clients == 1 { ms(api.median) / ms(bare.median) } else { api_rate / bare_rate },
+            api_cpu
         );
     }
-    println!("(ratio: p50 over bare p50 at 1 client; throughput over bare throughput at 8 clients)");
+    println!("(ratio: p50 over bare p50 at 1 client; throughput over bare throughput at 8 clients;");
+    println!(" CPU/req: the whole machine's busy CPU time per request, the client's included)");
 
     let (mut first, mut second) = (Vec::new(), Vec::new());
     for i in 0..10 {
