@@ -7,6 +7,7 @@
 //! The engine owns everything about how a program starts: argv expansion,
 //! the environment, the limits it is given and where its files come from.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use evald_sandbox::{Control, Limits, Outcome, RunSpec, Running, Sink, Stdin, Workspace};
@@ -52,12 +53,14 @@ pub struct Launch<'a> {
 /// Where the shell keeps its history: outside the user's files.
 const HISTFILE: &str = "/tmp/.bash_history";
 
-/// A started program. Dropping it without driving it kills its box.
-pub struct Process {
+/// A started program; it borrows the permit it was started under, so the
+/// permit outlives it. Dropping it without driving it kills its box.
+pub struct Process<'p> {
     running: Running,
+    _permit: PhantomData<&'p Permit>,
 }
 
-impl Process {
+impl Process<'_> {
     /// Drives the program to its end (see the sandbox's `Running::drive`):
     /// `stdin` first, then what `control` sends (a closed channel kills the
     /// box; `None`: no control, stdin closes after `stdin`), output to
@@ -107,7 +110,7 @@ impl Engine {
 
     /// Starts a program in a box. Taking a [`Permit`] is what makes every
     /// box count against the node's capacity.
-    pub async fn start(&self, _permit: &Permit, launch: Launch<'_>) -> Result<Process, EngineError> {
+    pub async fn start<'p>(&self, _permit: &'p Permit, launch: Launch<'_>) -> Result<Process<'p>, EngineError> {
         let spec = self.spec(&launch)?;
         // A bad specification is the client's fault, whether or not a box
         // could start.
@@ -119,6 +122,6 @@ impl Engine {
             None => sandbox.spawn(&spec),
         })
         .await??;
-        Ok(Process { running })
+        Ok(Process { running, _permit: PhantomData })
     }
 }

@@ -18,18 +18,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict's name in every protocol.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::CompileError => "compile_error",
-            Verdict::RuntimeError => "runtime_error",
-            Verdict::TimeLimitCpu => "time_limit_cpu",
-            Verdict::TimeLimitWall => "time_limit_wall",
-            Verdict::MemoryLimit => "memory_limit",
-            Verdict::OutputLimit => "output_limit",
-            Verdict::WrongAnswer => "wrong_answer",
-            Verdict::InternalError => "internal_error",
-        }
+        evald_proto::Verdict::from(self).as_str()
     }
 
     /// The verdict of a run's sandbox status (signals are runtime errors).
