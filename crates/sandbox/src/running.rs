@@ -122,10 +122,12 @@ impl Running {
         self.kill();
     }
 
-    /// Kills every process of the box.
+    /// Kills every process of the box: SIGKILL to its init (whose pid
+    /// namespace dies with it) and through its cgroup, without waiting (the
+    /// driver awaits the init's end; the reaper waits for the rest).
     pub fn kill(&mut self) {
         sys::kill(&self.pidfd);
-        if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_all()) {
+        if let Some(Err(e)) = self.cgroup.as_ref().map(|c| c.kill_now()) {
             tracing::warn!(error = %e, "killing box processes");
         }
     }
@@ -253,10 +255,13 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// A box dropped before its end (its driver was dropped): killed, and
+    /// handed to the reaper, which waits for its end; nothing here blocks.
     fn drop(&mut self) {
         if !self.finished {
             self.kill();
-            self.finish();
+            self.finished = true;
+            self.hand_to_reaper();
         }
     }
 }

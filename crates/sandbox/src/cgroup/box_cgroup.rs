@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::cgroupfs::{chain, keyed_value, kill_dirs, remove_tree, Fs};
+use super::cgroupfs::{chain, keyed_value, kill_dirs, kill_dirs_now, remove_tree, Fs};
 use super::{v1, v2, CgroupError, CgroupLimits, CgroupUsage, CgroupVersion, Roles};
 
 #[derive(Debug)]
@@ -308,6 +308,14 @@ impl BoxCgroup {
         let live: Vec<&Path> = self.dirs.iter().filter(|d| !d.removed).map(|d| d.path.as_path()).collect();
         let kill_dir = self.roles.kill.and_then(|i| self.dirs.get(i)).filter(|d| !d.removed).map(|d| d.path.as_path());
         kill_dirs(&self.fs, &live, kill_dir)
+    }
+
+    /// Sends SIGKILL to every process of the box without waiting for them
+    /// to leave (for async callers: the box's end is awaited elsewhere).
+    pub fn kill_now(&self) -> Result<(), CgroupError> {
+        let live: Vec<&Path> = self.dirs.iter().filter(|d| !d.removed).map(|d| d.path.as_path()).collect();
+        let kill_dir = self.roles.kill.and_then(|i| self.dirs.get(i)).filter(|d| !d.removed).map(|d| d.path.as_path());
+        kill_dirs_now(&self.fs, &live, kill_dir)
     }
 
     /// Removes every directory of the box, retrying briefly on `EBUSY`

@@ -137,6 +137,25 @@ pub(super) fn kill_dirs(fs: &Fs, dirs: &[&Path], kill_dir: Option<&Path>) -> Res
     }
 }
 
+/// One round of [`kill_dirs`] without waiting: every process in `dirs` is
+/// sent SIGKILL (through `cgroup.kill` where there is one); they leave on
+/// their own (for a box, before its init's end is seen).
+pub(super) fn kill_dirs_now(fs: &Fs, dirs: &[&Path], kill_dir: Option<&Path>) -> Result<(), CgroupError> {
+    if let Some(dir) = kill_dir {
+        return fs.write(&dir.join("cgroup.kill"), "1");
+    }
+    for dir in dirs {
+        let procs = dir.join("cgroup.procs");
+        if !procs.exists() {
+            continue;
+        }
+        for pid in read_pids(&procs)? {
+            fs.kill(pid).map_err(|source| CgroupError::Kill { pid, path: dir.to_path_buf(), source })?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn backoff(round: u32) -> Duration {
     Duration::from_millis((1u64 << round.min(5)).min(20))
 }
