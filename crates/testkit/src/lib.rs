@@ -56,6 +56,8 @@ pub mod uids {
     pub const CLI_ROLLING: Range = range(69500, 1000);
     pub const CLI_HARNESS: Range = range(70500, 500);
     pub const API_FUZZ: Range = range(71000, 500);
+    pub const SERVER_JUDGE0: Range = range(71500, 500);
+    pub const CLI_HOSTS: Range = range(72000, 500);
 
     /// Every range, named.
     pub const ALL: &[(&str, Range)] = &[
@@ -76,6 +78,8 @@ pub mod uids {
         ("cli rolling", CLI_ROLLING),
         ("cli harness", CLI_HARNESS),
         ("api fuzz", API_FUZZ),
+        ("server judge0", SERVER_JUDGE0),
+        ("cli hosts", CLI_HOSTS),
     ];
 }
 
