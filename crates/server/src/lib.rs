@@ -40,5 +40,5 @@ pub use auth::ApiKeys;
 pub use config::{HttpConfig, RedisSettings, ServerConfig};
 pub use error::{ApiError, Dialect};
 pub use jobs::JobStore;
-pub use serve::serve;
+pub use serve::{serve, Lingering, LingeringStream, LINGER_BYTES, LINGER_TIME};
 pub use state::{AppState, Parts};

@@ -3,15 +3,21 @@
 //! it.
 
 use std::future::IntoFuture;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::Listener;
 use evald_engine::{catalogue, Catalogue, Engine, Lifecycle, Sandbox};
 
 use crate::compose::{compose, Node};
 use crate::lifecycle::shutdown_signal;
 use crate::{agent, app, ServerConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// How long connections still open after the drain (idle keep-alives,
 /// Piston WebSockets) may take to close before they are dropped.
@@ -35,8 +41,9 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
     let lifecycle = Lifecycle::new();
     let engine = Arc::new(Engine::new(sandbox, languages, config.engine.clone(), &lifecycle));
     let Node { state, mut background } = compose(&config, engine.clone(), lifecycle.clone()).await?;
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = Lingering::new(
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?,
+    );
     if let Some(addr) = config.agent_listen {
         let l = agent::bind(addr).await.with_context(|| format!("binding the agent listener {addr}"))?;
         tracing::info!(agent = %l.local_addr()?, "agent check listening");
@@ -91,4 +98,134 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
         tracing::warn!("box teardown still going on at exit");
     }
     Ok(())
+}
+
+/// How long a closed connection's remaining input is read and discarded
+/// ([`Lingering`]), at most.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// How many bytes of a closed connection's remaining input are read and
+/// discarded, at most.
+pub const LINGER_BYTES: u64 = 64 << 20;
+
+/// The node's listener: TCP connections that close *lingering*. When the
+/// server ends a connection while the client is still sending (a 413
+/// answered before the rest of an oversized body was read), closing the
+/// socket at once would make the kernel reset it: a client that writes
+/// its whole body before reading (Python's `urllib`, many others) gets a
+/// broken pipe or a reset and never sees the answer already sent. So a
+/// connection's end shuts down the sending side only (the client reads the
+/// answer, then end of stream) and reads and discards what still arrives,
+/// up to [`LINGER_BYTES`] and [`LINGER_TIME`], before closing, as web
+/// servers have long done.
+pub struct Lingering {
+    listener: TcpListener,
+}
+
+impl Lingering {
+    pub fn new(listener: TcpListener) -> Lingering {
+        Lingering { listener }
+    }
+}
+
+impl Listener for Lingering {
+    type Io = LingeringStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = Listener::accept(&mut self.listener).await;
+        (LingeringStream { stream: Some(stream) }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection of [`Lingering`]: a TCP stream that, dropped, lingers.
+pub struct LingeringStream {
+    /// Always `Some` until dropped.
+    stream: Option<TcpStream>,
+}
+
+impl LingeringStream {
+    fn stream(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        match self.stream.as_mut() {
+            Some(s) => Ok(Pin::new(s)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl AsyncRead for LingeringStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for LingeringStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for LingeringStream {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else { return };
+        // Outside a runtime (the process is ending) the socket just closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(stream));
+        }
+    }
+}
+
+/// Shuts down the sending side, then reads and discards what the client
+/// still sends until it closes, up to the bounds; then the socket closes.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n as u64),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
