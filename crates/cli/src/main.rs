@@ -2,19 +2,20 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+mod bare;
 mod bench;
+mod compile_cache;
 mod flags;
 mod languages;
 mod logging;
+mod run;
 
-use evald_sandbox::{FileSpec, Limits, RunSpec, Sandbox, SandboxConfig, Status, Stdin};
+use evald_sandbox::{Sandbox, SandboxConfig};
 use flags::{SandboxFlags, ServeArgs};
 
 #[derive(Parser)]
@@ -31,8 +32,11 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API: native /api/v1, Piston v2 /api/v2, sessions, the web IDE (needs root)
     Serve(Box<ServeArgs>),
-    /// Run a program locally in the sandbox (needs root)
-    Run(RunArgs),
+    /// Run a program of a language on this machine, as the API runs it,
+    /// behaving like the program (needs root)
+    Run(Box<run::RunArgs>),
+    /// Run a file or command in a bare box, without a language (needs root)
+    Box(bare::BoxArgs),
     /// List the installed languages, or install their packages
     Languages {
         #[command(subcommand)]
@@ -105,40 +109,6 @@ enum BenchCommand {
     },
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
-    /// Source files; the first is the main file
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// Interpreter to run the main file with, as a path inside the box
-    /// (e.g. /usr/bin/python3); without it the main file is executed itself
-    #[arg(long, short)]
-    language: Option<String>,
-    /// Standard input: a file, or - for this process's stdin
-    #[arg(long)]
-    stdin: Option<PathBuf>,
-    /// Print the full outcome as JSON instead of the program's output
-    #[arg(long)]
-    json: bool,
-    /// Wall-clock limit in milliseconds
-    #[arg(long, default_value_t = 10_000)]
-    wall_ms: u64,
-    /// CPU time limit in milliseconds
-    #[arg(long, default_value_t = 5_000)]
-    cpu_ms: u64,
-    /// Memory limit in bytes
-    #[arg(long, default_value_t = 256 << 20)]
-    memory: u64,
-    /// Process and thread limit
-    #[arg(long, default_value_t = 64)]
-    processes: u32,
-    #[command(flatten)]
-    sandbox: SandboxFlags,
-    /// Arguments passed to the program
-    #[arg(last = true)]
-    args: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -148,7 +118,8 @@ fn main() -> ExitCode {
     let languages_dir = cli.languages_dir;
     let result = match cli.command {
         Command::Serve(args) => serve(&args, &languages_dir),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run::run(*args, &languages_dir),
+        Command::Box(args) => bare::run(args),
         Command::Languages { action: None, json } => languages::list(&languages_dir, json),
         Command::Languages { action: Some(LanguagesCommand::Install { ids, all }), .. } => {
             languages::install(&languages_dir, &ids, all)
@@ -166,7 +137,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("evald: {e:#}");
-            ExitCode::from(125)
+            match e.downcast_ref::<run::Refused>() {
+                Some(_) => ExitCode::from(run::EXIT_REFUSED),
+                None => ExitCode::from(run::EXIT_EVALD_FAILED),
+            }
         }
     }
 }
@@ -200,74 +174,6 @@ fn bench_sandbox(iterations: usize, args: &SandboxFlags) -> Result<ExitCode> {
     result?;
     let _ = std::fs::remove_dir_all(state_dir);
     Ok(ExitCode::SUCCESS)
-}
-
-fn run(args: RunArgs) -> Result<ExitCode> {
-    let mut files = Vec::new();
-    for path in &args.files {
-        let content = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("{} has no usable file name", path.display()))?
-            .to_owned();
-        files.push(FileSpec { path: name, content, executable: args.language.is_none() });
-    }
-    let main = format!("{}/{}", evald_sandbox::WORKSPACE_DIR, files[0].path);
-    let (program, mut argv) = match &args.language {
-        Some(interpreter) => (interpreter.clone(), vec![main]),
-        None => (main, vec![]),
-    };
-    argv.extend(args.args.iter().cloned());
-    let stdin = match &args.stdin {
-        None => Stdin::Null,
-        Some(p) if p.as_os_str() == "-" => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
-            Stdin::Bytes(buf)
-        }
-        Some(p) => Stdin::Bytes(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
-    };
-    let mut spec = RunSpec::new(program, argv);
-    spec.files = files;
-    spec.stdin = stdin;
-    spec.limits = Limits {
-        wall_time: Duration::from_millis(args.wall_ms),
-        cpu_time: Duration::from_millis(args.cpu_ms),
-        memory_bytes: args.memory,
-        processes: args.processes,
-        ..Limits::default()
-    };
-    spec.validate()?;
-    let (sandbox, state_dir) = local_sandbox(&args.sandbox, "run", 1)?;
-    let outcome = sandbox.run(&spec);
-    sandbox.settle();
-    drop(sandbox);
-    let outcome = outcome?;
-    let _ = std::fs::remove_dir_all(state_dir);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
-    } else {
-        std::io::stdout().write_all(&outcome.stdout)?;
-        std::io::stderr().write_all(&outcome.stderr)?;
-    }
-    let code = match (outcome.status, outcome.exit_code, outcome.signal) {
-        (Status::InternalError, _, _) => {
-            bail!("internal error: {}", outcome.error.unwrap_or_default())
-        }
-        (Status::Ok | Status::RuntimeError, Some(code), _) => code,
-        (status, _, signal) => {
-            if !args.json {
-                eprintln!("evald: {}", status.as_str());
-            }
-            128 + signal.unwrap_or(libc_sigkill())
-        }
-    };
-    Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)))
-}
-
-fn libc_sigkill() -> i32 {
-    9
 }
 
 fn bench_http(iterations: usize, url: Option<String>, languages: &std::path::Path) -> Result<ExitCode> {

@@ -47,7 +47,8 @@ fn stage(outcome: &Outcome, verdict: Verdict) -> v1::Stage {
     }
 }
 
-fn result(id: String, r: &JobResult) -> v1::RunResult {
+/// The native API's result of a finished job (also `evald run --json`'s).
+pub fn result(id: String, r: &JobResult) -> v1::RunResult {
     let compile = match &r.compile.stage {
         Some(StageResult { verdict, outcome }) => {
             if *verdict == Verdict::InternalError {
