@@ -51,7 +51,7 @@ impl DiskCache {
                 Some(files)
             }
             Err(e) => {
-                if !e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == ErrorKind::NotFound) {
+                if e.downcast_ref::<std::io::Error>().is_none_or(|e| e.kind() != ErrorKind::NotFound) {
                     tracing::warn!(entry = %entry.display(), error = format!("{e:#}"), "ignoring a compile cache entry");
                 }
                 None
