@@ -181,3 +181,138 @@ except urllib.error.HTTPError as e:
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// The README's two commands. What these tests cannot cover, and why: a
+// real run of `scripts/setup` on a fresh Debian 12 machine (it needs a
+// machine of its own with the package mirrors, installs about 4 GB, and
+// would change this one's packages), rustup's download, a real sudo
+// (password prompt, sudoers; sudo is stood in for by a script that prints
+// how it was called), and `scripts/serve` staying up (it is `exec evald
+// serve`, which the tests above start directly). `.ci/run` does run the real
+// `scripts/setup` and then `scripts/test` on a fresh machine.
+
+/// The commands of the README's first two `sh` blocks.
+fn readme_commands() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let mut blocks = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "```sh" {
+            let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+            blocks.push(block.join("\n"));
+        }
+    }
+    blocks.truncate(2);
+    blocks
+}
+
+#[test]
+fn the_readmes_commands_name_executable_scripts() {
+    let commands = readme_commands();
+    assert_eq!(commands, ["scripts/setup && scripts/serve", "scripts/test"], "the README's two commands");
+    for command in &commands {
+        for part in command.split("&&") {
+            let script = root().join(part.split_whitespace().next().expect("a command"));
+            let mode = std::fs::metadata(&script).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+            assert!(mode.is_ok_and(|m| m & 0o111 == 0o111), "{} is an executable script", script.display());
+        }
+    }
+}
+
+/// A directory for PATH holding only what the scripts need before they
+/// become root (`bash`, `dirname`, `id`), and `sudo` if given.
+fn bare_path(dir: &Path, sudo: Option<&str>) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    for tool in ["bash", "dirname", "id"] {
+        let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.exists());
+        std::os::unix::fs::symlink(found.expect("the tool exists"), bin.join(tool)).expect("symlink");
+    }
+    if let Some(script) = sudo {
+        let path = bin.join("sudo");
+        std::fs::write(&path, script).expect("writing sudo");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    }
+    bin
+}
+
+/// Runs `script ARGS` as nobody in an empty environment whose PATH is `bin`.
+fn as_nobody(bin: &Path, script: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i"])
+        .arg(format!("PATH={}", bin.display()))
+        .arg(root().join(script))
+        .args(args)
+        .output()
+        .expect("setpriv");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_readmes_scripts_run_themselves_through_sudo_and_refuse_clearly_without_it() {
+    let dir = Scratch::new("sudo");
+    let without = bare_path(&dir.0.join("without"), None);
+    let with = bare_path(&dir.0.join("with"), Some("#!/bin/sh\necho \"sudo $*\"\n"));
+    for script in ["scripts/setup", "scripts/serve", "scripts/test"] {
+        assert_eq!(
+            as_nobody(&without, script, &["--check"]),
+            (
+                Some(1),
+                String::new(),
+                format!("{script}: needs root (the sandbox and the package installs need it) and sudo is not installed: run it as root, e.g. su -c {script}\n")
+            ),
+            "a user without sudo"
+        );
+        assert_eq!(
+            as_nobody(&with, script, &["--check"]),
+            (Some(0), format!("sudo -- {}/{script} --check\n", root().display()), String::new()),
+            "a user with sudo: the script runs itself again through sudo, with its arguments"
+        );
+    }
+}
+
+fn installed_packages() -> String {
+    let out = Command::new("dpkg-query").args(["-W", "-f", "${Package} ${Version} ${Status}\n"]).output();
+    String::from_utf8_lossy(&out.expect("dpkg-query").stdout).into_owned()
+}
+
+#[test]
+fn setup_check_in_an_empty_environment_reports_its_plan_and_changes_nothing() {
+    let script = std::fs::read_to_string(root().join("scripts/setup")).expect("scripts/setup");
+    let packages = script
+        .lines()
+        .find_map(|l| l.strip_prefix("PACKAGES="))
+        .map(|p| p.trim_matches('"').to_owned())
+        .expect("a PACKAGES= line");
+    let before = installed_packages();
+    let out = Command::new("env")
+        .args(["-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        .arg(root().join("scripts/setup"))
+        .arg("--check")
+        .output()
+        .expect("scripts/setup --check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("packages: {packages}"));
+    assert!(lines[1].starts_with("missing packages: "), "{stdout}");
+    assert!(lines[2].starts_with("rust: "), "{stdout}");
+    assert_eq!(
+        &lines[3..],
+        [
+            "would run: apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 update",
+            "would run: apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 install -y --no-install-recommends $PACKAGES",
+            "would run: cargo build --release",
+            "would run: target/release/evald languages install --all",
+            "would run: npm ci --no-audit --no-fund (in tests/browser)",
+        ]
+    );
+    assert_eq!(installed_packages(), before, "no package changed");
+    let usage = Command::new(root().join("scripts/setup")).arg("--bogus").output().expect("scripts/setup --bogus");
+    assert_eq!(usage.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&usage.stderr), "usage: scripts/setup [--check]\n");
+}
