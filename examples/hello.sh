@@ -1,3 +1,3 @@
 #!/bin/sh
-# Runs without --language: the box executes the file itself (shebang).
+# `evald box examples/hello.sh`: the box executes the file itself (shebang).
 echo "hello from $(uname -n), pid $$, uid $(id -u)"

@@ -1,7 +1,6 @@
 """Reads standard input and echoes it in capitals, with the arguments.
 
-    echo hi | sudo target/release/evald run examples/upper.py \
-        --language /usr/bin/python3 --stdin - -- one two
+    echo hi | sudo target/release/evald run examples/upper.py --stdin - -- one two
 """
 
 import sys
