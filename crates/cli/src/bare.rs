@@ -95,7 +95,7 @@ pub fn run(args: BoxArgs) -> Result<ExitCode> {
     spec.validate()?;
     let (sandbox, state_dir) = crate::local_sandbox(&args.sandbox, "run", 1)?;
     let outcome = sandbox.run(&spec);
-    sandbox.settle();
+    sandbox.shutdown();
     drop(sandbox);
     let outcome = outcome?;
     let _ = std::fs::remove_dir_all(state_dir);
