@@ -148,3 +148,54 @@ fn read_tree(dir: &Path, prefix: &str, out: &mut Vec<FileSpec>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: &[u8], executable: bool) -> FileSpec {
+        FileSpec { path: path.into(), content: content.to_vec(), executable }
+    }
+
+    fn sorted(mut files: Vec<FileSpec>) -> Vec<(String, Vec<u8>, bool)> {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files.into_iter().map(|f| (f.path, f.content, f.executable)).collect()
+    }
+
+    #[test]
+    fn an_entry_comes_back_as_stored_and_a_broken_one_is_ignored() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cache = DiskCache::new(dir.path().join("cache"));
+        let files = vec![file("a.out", b"\x7fELF", true), file("pkg/Main.class", b"\xca\xfe", false)];
+        assert!(cache.load(&[1; 32]).is_none(), "nothing stored yet");
+        cache.store(&[1; 32], &files);
+        assert_eq!(sorted(cache.load(&[1; 32]).expect("stored")), sorted(files.clone()));
+        let mode = fs::metadata(dir.path().join("cache")).expect("the cache directory").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "root's alone");
+        // A symlink (planted by anyone) makes the entry unusable.
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("cache").join(hex(&[1; 32])).join("link"))
+            .expect("symlink");
+        assert!(cache.load(&[1; 32]).is_none());
+        let escape = [file("../x", b"", false)];
+        cache.store(&[2; 32], &escape);
+        assert!(cache.load(&[2; 32]).is_none(), "a path leaving the entry is not stored");
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_beyond_the_maximum() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let cache = DiskCache::new(dir.path().to_owned());
+        let key = |i: usize| -> Key { [i as u8; 32] };
+        for i in 0..MAX_ENTRIES {
+            cache.store(&key(i), &[file("a.out", b"x", true)]);
+            // Distinct use times, oldest first.
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i as u64);
+            fs::File::open(dir.path().join(hex(&key(i)))).and_then(|d| d.set_modified(t)).expect("set the time");
+        }
+        assert!(cache.load(&key(0)).is_some(), "entry 0 used now: the most recent");
+        cache.store(&key(MAX_ENTRIES), &[file("a.out", b"y", true)]);
+        assert!(cache.load(&key(1)).is_none(), "the least recently used went");
+        assert!(cache.load(&key(0)).is_some() && cache.load(&key(MAX_ENTRIES)).is_some());
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), MAX_ENTRIES);
+    }
+}
