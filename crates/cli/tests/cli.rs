@@ -435,5 +435,17 @@ fn run_refuses_unknown_languages_and_bad_input_with_one_line_and_exit_2() {
     for (args, stderr) in cases {
         s.evald(args, b"").assert(2, "", stderr);
     }
+    // A catalogued language whose runtime is missing on this host.
+    std::fs::create_dir_all(s.dir.join("catalogue")).expect("a catalogue directory");
+    s.file(
+        "catalogue/absent.toml",
+        "id = \"absent\"\nname = \"Absent\"\naliases = [\"abs\"]\nmain = \"main.abs\"\nrun = [\"/usr/bin/no-such-runtime\", \"{main}\"]\nversion = [\"/usr/bin/no-such-runtime\", \"--version\"]\n[tests.hello]\nsource = \"\"\n",
+    );
+    s.file("prog.abs", "?\n");
+    s.evald(&["--languages-dir", "catalogue", "run", "prog.abs"], b"").assert(
+        2,
+        "",
+        "evald: absent is not installed on this host (`evald languages install absent` installs it)\n",
+    );
     assert!(!s.dir.join("state").exists(), "nothing was created");
 }
