@@ -304,7 +304,7 @@ fn setup_check_in_an_empty_environment_reports_its_plan_and_changes_nothing() {
     assert_eq!(
         &lines[3..],
         [
-            "would run: apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 update",
+            "would run: apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 update (again every 10 s for up to 10 minutes while it fails)",
             "would run: apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 install -y --no-install-recommends $PACKAGES",
             "would run: cargo build --release",
             "would run: target/release/evald languages install --all",
