@@ -159,7 +159,13 @@ pub fn run(args: RunArgs, languages_dir: &Path) -> Result<ExitCode> {
         .as_ref()
         .map(|cmd| evald_engine::cache::key(&language, &evald_engine::expand(cmd, &sources), &sources));
     // Two slots: a box's teardown overlaps the next box's start.
-    let (sandbox, state_dir) = crate::local_sandbox(&args.sandbox, "run", 2)?;
+    let (sandbox, state_dir) = crate::local_sandbox(&args.sandbox, "run", 2).map_err(|e| {
+        if running_as_root() {
+            e
+        } else {
+            e.context("evald run needs root (the sandbox makes namespaces and cgroups): run it with sudo")
+        }
+    })?;
     let engine = Engine::new(sandbox, vec![language.clone()], config, &lifecycle);
     if let Some((key, files)) = key.as_ref().and_then(|k| Some((k, cache.load(k)?))) {
         engine.cache().insert(*key, Arc::new(files));
@@ -192,6 +198,11 @@ pub fn run(args: RunArgs, languages_dir: &Path) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The language of a run: `--language` by id or alias (case-insensitive,
