@@ -180,7 +180,7 @@ impl ClusterNode {
             .arg(self.dir.join(&self.name).join("data"))
             .args(["--instance", &format!("roll-{}-{}", std::process::id(), self.name)])
             .args(["--uid-base", &self.uid_base.to_string(), "--slots", "2"])
-            .args(["--admin-key", CLUSTER_ADMIN_KEY, "--drain-window-ms", "1000", "--shutdown-grace-ms", "10000"])
+            .args(["--admin-key", CLUSTER_ADMIN_KEY, "--drain-window-ms", "3000", "--shutdown-grace-ms", "10000"])
             .env("EVALD_LOG", "warn,evald_session=info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -244,12 +244,18 @@ pub struct HaProxy {
 }
 
 impl HaProxy {
+    /// HAProxy with the shipped configuration.
     pub async fn start(dir: &Path, nodes: &[&ClusterNode; 3]) -> HaProxy {
+        HaProxy::start_with(&format!("{ROOT}/deploy/haproxy/haproxy.cfg"), dir, nodes).await
+    }
+
+    /// HAProxy with the configuration file `cfg`.
+    pub async fn start_with(cfg: &str, dir: &Path, nodes: &[&ClusterNode; 3]) -> HaProxy {
         let front: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().expect("addr");
         std::fs::write(dir.join("server-state"), "1\n").expect("state file");
         let log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
         let mut cmd = Command::new("haproxy");
-        cmd.args(["-db", "-f", &format!("{ROOT}/deploy/haproxy/haproxy.cfg")])
+        cmd.args(["-db", "-f", cfg])
             .env("EVALD_HAPROXY_BIND", front.to_string())
             .env("EVALD_HAPROXY_RUN", dir);
         for (i, n) in nodes.iter().enumerate() {
