@@ -76,9 +76,8 @@ impl Guest {
     }
 
     fn halt(&self) {
-        let _ = std::process::Command::new(format!("{ROOT}/scripts/vm-lab"))
-            .args(["halt", &self.ssh.to_string()])
-            .status();
+        let _ =
+            std::process::Command::new(format!("{ROOT}/scripts/vm-lab")).args(["halt", &self.ssh.to_string()]).status();
     }
 }
 
@@ -266,7 +265,8 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     );
 
     let redis = RedisServer::start(dir.path()).await;
-    let redis_port: u16 = redis.url().rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("port");
+    let redis_port: u16 =
+        redis.url().rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("port");
     let guests = [Guest::new("node1"), Guest::new("node2")];
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -312,7 +312,9 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     }
     let text = std::fs::read_to_string(&summary).expect("the summary is kept on the control machine");
     eprintln!("{text}");
-    for want in ["## node1", "## node2", "Drain the node (POST /admin/drain)", "Smoke run of real code on this node alone"] {
+    for want in
+        ["## node1", "## node2", "Drain the node (POST /admin/drain)", "Smoke run of real code on this node alone"]
+    {
         assert!(text.contains(want), "summary lacks {want:?}:\n{text}");
     }
     for name in ["n1", "n2"] {

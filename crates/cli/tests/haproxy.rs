@@ -152,7 +152,7 @@ async fn pair(test: &str, block: u32) -> Pair {
     let socket = dir.join("admin.sock");
     let cfg = format!("{ROOT}/deploy/haproxy/haproxy.cfg");
     let haproxy_log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
-    let mut haproxy = Command::new("haproxy")
+    let haproxy = Command::new("haproxy")
         .args(["-db", "-f", &cfg])
         .env("EVALD_HAPROXY_BIND", front.to_string())
         .env("EVALD_HAPROXY_RUN", &dir)
@@ -278,13 +278,15 @@ async fn an_operators_drain_and_maintenance_hold_and_evalds_own_drain_shows_with
     assert_eq!(admin_state(socket, "n1").await, Some(FDRAIN_OPERATOR));
     agent_checks_pass(n1, 10).await;
     assert_eq!(admin_state(socket, "n1").await, Some(FDRAIN_OPERATOR), "the drain holds across ten agent checks");
-    assert_eq!(status_of(socket, "n1").await.as_deref(), Some("DRAIN"));
+    let status = status_of(socket, "n1").await.unwrap_or_default();
+    assert!(status.starts_with("DRAIN"), "n1 is {status}");
     // Then maintenance: the same.
     runtime_api(socket, "set server evald/n1 state maint").await.expect("runtime api");
     agent_checks_pass(n1, 10).await;
-    assert_eq!(status_of(socket, "n1").await.as_deref(), Some("MAINT"), "maintenance holds across ten agent checks");
+    let status = status_of(socket, "n1").await.unwrap_or_default();
+    assert!(status.starts_with("MAINT"), "maintenance holds across ten agent checks: n1 is {status}");
     runtime_api(socket, "set server evald/n1 state ready").await.expect("runtime api");
-    until("n1 back up", || async { (status_of(socket, "n1").await? == "UP").then_some(()) }).await;
+    until("n1 back up", || async { status_of(socket, "n1").await?.starts_with("UP").then_some(()) }).await;
 
     // evald's own drain: HAProxy marks the node down within two agent checks.
     let before = agent_checks(n1).await.expect("metrics");
@@ -299,6 +301,6 @@ async fn an_operators_drain_and_maintenance_hold_and_evalds_own_drain_shows_with
     // Its undrain brings it back with no one touching HAProxy.
     let (status, _) = http(n1.addr, "POST", "/admin/undrain", &[("Authorization", &auth)], "").await.expect("answer");
     assert_eq!(status, 200);
-    until("n1 back up by itself", || async { (status_of(socket, "n1").await? == "UP").then_some(()) }).await;
+    until("n1 back up by itself", || async { status_of(socket, "n1").await?.starts_with("UP").then_some(()) }).await;
     p.finish().await;
 }

@@ -287,7 +287,11 @@ mod tests {
         }
         lifecycle.drain(Duration::from_millis(10));
         assert_eq!(a.enqueue(1 << 20).map(drop).err(), None, "the drain window still takes work");
-        assert_eq!(waiting.await.expect("task"), Some(Refusal::Draining), "refused at the window's end (10 ms, before the 50 ms queue timeout)");
+        assert_eq!(
+            waiting.await.expect("task"),
+            Some(Refusal::Draining),
+            "refused at the window's end (10 ms, before the 50 ms queue timeout)"
+        );
         assert_eq!(a.enqueue(1).err(), Some(Refusal::Draining));
         assert_eq!(*a.active().borrow(), 1, "the admitted work keeps its permit");
         drop(held);

@@ -98,7 +98,8 @@ async fn talk<T: Transport>(manager: &Arc<Manager>, mut a: Attachment, io: &mut 
                 // yet seen it leave is sent away again before the window's
                 // end.
                 let now = tokio::time::Instant::now();
-                let left = manager.lifecycle.window_end().map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+                let left =
+                    manager.lifecycle.window_end().map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
                 let delay = reconnect_delay(left);
                 let hint = ServerMessage::Reconnect { delay_ms: delay.as_millis() as u64 };
                 if !send(io, &hint).await {
