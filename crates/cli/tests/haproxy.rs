@@ -1,8 +1,13 @@
 //! A real HAProxy 2.6 with the shipped `deploy/haproxy/haproxy.cfg` in front
-//! of two real `evald serve` processes (the built binary): a node drained
-//! with `POST /admin/drain` gets no new requests once its agent says
-//! `drain`, and no request through HAProxy fails meanwhile. Then SIGTERM
-//! makes both nodes drain and exit.
+//! of two real `evald serve` processes (the built binary):
+//!
+//! - a node drained with `POST /admin/drain` gets no new requests once its
+//!   agent says `down`, and no request through HAProxy fails meanwhile;
+//!   then SIGTERM makes both nodes drain and exit;
+//! - both owners of a node's state: a drain and a maintenance set by an
+//!   operator through the Runtime API hold across ten agent checks, while
+//!   evald's own drain shows in HAProxy within two agent checks and its
+//!   undrain brings the node back with no one touching HAProxy.
 //!
 //! Needs `haproxy` installed and the `evald` binary built (`cargo build
 //! --release`, as scripts/test does, or `cargo build -p evald`).
@@ -36,8 +41,9 @@ async fn server_status(socket: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `SRV_ADMF_FDRAIN` of HAProxy's `srv_admin_state` (set by the agent's `drain`).
-const FDRAIN: u32 = 0x08;
+/// `SRV_ADMF_FDRAIN` of HAProxy's `srv_admin_state`: a drain forced through
+/// the Runtime API (`set server ... state drain`).
+const FDRAIN_OPERATOR: u32 = 0x08;
 
 /// `srv_admin_state` of server `name` of backend `evald` (`show servers state`).
 async fn admin_state(socket: &Path, name: &str) -> Option<u32> {
@@ -112,13 +118,26 @@ impl Node {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
-    let dir = std::env::temp_dir().join(format!("evald-haproxy-test-{}", std::process::id()));
+/// Two nodes behind HAProxy with the shipped configuration; n3 points at a
+/// closed port and is in maintenance.
+struct Pair {
+    dir: std::path::PathBuf,
+    n1: Node,
+    n2: Node,
+    haproxy: Child,
+    socket: std::path::PathBuf,
+    front: SocketAddr,
+}
+
+/// The tests of this file each run two nodes and HAProxy; one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn pair(test: &str, block: u32) -> Pair {
+    let dir = std::env::temp_dir().join(format!("evald-haproxy-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    let n1 = Node::start("n1", "127.0.0.11", uids::CLI_HAPROXY.block(0, 100), &dir).await;
-    let n2 = Node::start("n2", "127.0.0.12", uids::CLI_HAPROXY.block(1, 100), &dir).await;
+    let n1 = Node::start("n1", "127.0.0.11", uids::CLI_HAPROXY.block(2 * block, 100), &dir).await;
+    let n2 = Node::start("n2", "127.0.0.12", uids::CLI_HAPROXY.block(2 * block + 1, 100), &dir).await;
     for n in [&n1, &n2] {
         until("the nodes to be ready", || async {
             matches!(http(n.addr, "GET", "/healthz/ready", &[], "").await, Some((200, _))).then_some(())
@@ -133,7 +152,7 @@ async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
     let socket = dir.join("admin.sock");
     let cfg = format!("{ROOT}/deploy/haproxy/haproxy.cfg");
     let haproxy_log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
-    let mut haproxy = Command::new("haproxy")
+    let haproxy = Command::new("haproxy")
         .args(["-db", "-f", &cfg])
         .env("EVALD_HAPROXY_BIND", front.to_string())
         .env("EVALD_HAPROXY_RUN", &dir)
@@ -155,6 +174,28 @@ async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
         (s.len() == 3 && want.iter().all(|(n, st)| s.iter().any(|(a, b)| a == n && b == st))).then_some(())
     })
     .await;
+    Pair { dir, n1, n2, haproxy, socket, front }
+}
+
+impl Pair {
+    async fn finish(self) {
+        // SIGTERM: each node drains and exits with success.
+        for n in [self.n1, self.n2] {
+            let status = n.terminate().await;
+            assert!(status.success(), "evald exited with {status}");
+        }
+        let mut haproxy = self.haproxy;
+        let _ = haproxy.start_kill();
+        let _ = haproxy.wait().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
+    let _serial = SERIAL.lock().await;
+    let p = pair("drain", 0).await;
+    let (n1, n2, socket, front) = (&p.n1, &p.n2, &p.socket, p.front);
 
     // Load: three clients sending Piston runs through HAProxy until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,12 +225,12 @@ async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
     assert_eq!(status, 401);
     let (status, body) = http(n1.addr, "POST", "/admin/drain", &[("Authorization", &auth)], "").await.expect("answer");
     assert_eq!((status, body.as_str()), (200, r#"{"drain_window_ms":500,"status":"draining"}"#));
-    assert_eq!(n1.agent_line().await, "drain\n");
-    // The agent's `drain` sets the forced-drain admin flag; the failing
-    // readiness check then also takes n1 down.
-    until("HAProxy to put n1 in drain", || async { (admin_state(&socket, "n1").await? & FDRAIN != 0).then_some(()) })
+    assert_eq!(n1.agent_line().await, "down\n");
+    // The agent's `down` (and the failing readiness check) take n1 down;
+    // its administrative state, the operator's, is untouched.
+    until("HAProxy to mark n1 down", || async { status_of(socket, "n1").await?.starts_with("DOWN").then_some(()) })
         .await;
-    eprintln!("n1 after the drain: {:?}", server_status(&socket).await);
+    assert_eq!(admin_state(socket, "n1").await, Some(0), "the agent leaves the admin state alone");
     // Runs admitted on n1 before HAProxy knew finish; then n1 is idle.
     until("n1 to be idle", || async { (n1.metric("evald_free_slots 2").await).then_some(()) }).await;
     let n1_runs = n1.runs().await.expect("n1 metrics");
@@ -203,13 +244,63 @@ async fn haproxy_stops_sending_to_a_drained_node_and_no_request_fails() {
     let failures = failures.lock().expect("lock").clone();
     assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     assert!(ok.load(Ordering::SeqCst) >= 10);
+    p.finish().await;
+}
 
-    // SIGTERM: each node drains and exits with success.
-    for n in [n1, n2] {
-        let status = n.terminate().await;
-        assert!(status.success(), "evald exited with {status}");
-    }
-    let _ = haproxy.start_kill();
-    let _ = haproxy.wait().await;
-    let _ = std::fs::remove_dir_all(&dir);
+/// `evald_agent_checks_total` of a node.
+async fn agent_checks(n: &Node) -> Option<u64> {
+    let (status, text) = http(n.addr, "GET", "/metrics", &[], "").await?;
+    (status == 200).then_some(())?;
+    text.lines().find_map(|l| l.strip_prefix("evald_agent_checks_total ")?.parse().ok())
+}
+
+/// Waits until `n` has answered `count` more agent checks than now.
+async fn agent_checks_pass(n: &Node, count: u64) {
+    let from = agent_checks(n).await.expect("metrics");
+    until("agent checks", || async { (agent_checks(n).await? >= from + count).then_some(()) }).await;
+}
+
+/// The `status` column of server `name` (`show stat`).
+async fn status_of(socket: &Path, name: &str) -> Option<String> {
+    server_status(socket).await.into_iter().find(|(n, _)| n == name).map(|(_, s)| s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_drain_and_maintenance_hold_and_evalds_own_drain_shows_within_two_agent_checks() {
+    let _serial = SERIAL.lock().await;
+    let p = pair("owners", 1).await;
+    let (n1, socket) = (&p.n1, &p.socket);
+    let auth = format!("Bearer {ADMIN_KEY}");
+
+    // The operator drains n1 through the Runtime API (as Ansible's haproxy
+    // module does); ten agent checks later it is still drained.
+    runtime_api(socket, "set server evald/n1 state drain").await.expect("runtime api");
+    assert_eq!(admin_state(socket, "n1").await, Some(FDRAIN_OPERATOR));
+    agent_checks_pass(n1, 10).await;
+    assert_eq!(admin_state(socket, "n1").await, Some(FDRAIN_OPERATOR), "the drain holds across ten agent checks");
+    let status = status_of(socket, "n1").await.unwrap_or_default();
+    assert!(status.starts_with("DRAIN"), "n1 is {status}");
+    // Then maintenance: the same.
+    runtime_api(socket, "set server evald/n1 state maint").await.expect("runtime api");
+    agent_checks_pass(n1, 10).await;
+    let status = status_of(socket, "n1").await.unwrap_or_default();
+    assert!(status.starts_with("MAINT"), "maintenance holds across ten agent checks: n1 is {status}");
+    runtime_api(socket, "set server evald/n1 state ready").await.expect("runtime api");
+    until("n1 back up", || async { status_of(socket, "n1").await?.starts_with("UP").then_some(()) }).await;
+
+    // evald's own drain: HAProxy marks the node down within two agent checks.
+    let before = agent_checks(n1).await.expect("metrics");
+    let (status, _) = http(n1.addr, "POST", "/admin/drain", &[("Authorization", &auth)], "").await.expect("answer");
+    assert_eq!(status, 200);
+    until("HAProxy to mark n1 down", || async { status_of(socket, "n1").await?.starts_with("DOWN").then_some(()) })
+        .await;
+    let took = agent_checks(n1).await.expect("metrics") - before;
+    assert!(took <= 2, "HAProxy saw the drain after {took} agent checks");
+    assert_eq!(admin_state(socket, "n1").await, Some(0), "evald's drain is operational, not administrative");
+
+    // Its undrain brings it back with no one touching HAProxy.
+    let (status, _) = http(n1.addr, "POST", "/admin/undrain", &[("Authorization", &auth)], "").await.expect("answer");
+    assert_eq!(status, 200);
+    until("n1 back up by itself", || async { status_of(socket, "n1").await?.starts_with("UP").then_some(()) }).await;
+    p.finish().await;
 }

@@ -139,7 +139,7 @@ impl Capacity {
     /// Why work would be refused now whatever its size, if it would.
     fn refusal(&self) -> Option<Refusal> {
         match *self.inner.phase.borrow() {
-            Phase::Serving => None,
+            Phase::Serving | Phase::Leaving => None,
             Phase::Draining => Some(Refusal::Draining),
             Phase::Stopping => Some(Refusal::ShuttingDown),
         }
@@ -184,7 +184,7 @@ impl Ticket {
             Ok::<_, tokio::sync::AcquireError>((slot, memory))
         };
         let refused = async {
-            let _ = phase.wait_for(|p| *p != Phase::Serving).await;
+            let _ = phase.wait_for(|p| !p.takes_work()).await;
         };
         let result = tokio::select! {
             r = tokio::time::timeout(inner.config.queue_timeout, acquire) => r.map(|r| r.ok()),
@@ -285,8 +285,13 @@ mod tests {
         while a.waiting() == 0 {
             tokio::task::yield_now().await;
         }
-        lifecycle.drain();
-        assert_eq!(waiting.await.expect("task"), Some(Refusal::Draining));
+        lifecycle.drain(Duration::from_millis(10));
+        assert_eq!(a.enqueue(1 << 20).map(drop).err(), None, "the drain window still takes work");
+        assert_eq!(
+            waiting.await.expect("task"),
+            Some(Refusal::Draining),
+            "refused at the window's end (10 ms, before the 50 ms queue timeout)"
+        );
         assert_eq!(a.enqueue(1).err(), Some(Refusal::Draining));
         assert_eq!(*a.active().borrow(), 1, "the admitted work keeps its permit");
         drop(held);

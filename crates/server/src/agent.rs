@@ -1,17 +1,20 @@
 //! The HAProxy agent-check endpoint (`--agent-listen`): on each connection
 //! the node writes one line and closes.
 //!
-//! - `drain\n` while the node drains: HAProxy sends it no new connections.
-//! - `ready up NN%\n` otherwise, NN its free capacity in percent (at least 1).
+//! - `up NN%\n` while the node serves, NN its free capacity in percent (at
+//!   least 1);
+//! - `down\n` from the start of a drain (its window included): HAProxy
+//!   marks the server down and sends it no new connections; the node's
+//!   own `up` brings it back after an undrain or a restart.
 //!
-//! The node is the one owner of its administrative state in HAProxy. An
-//! agent's `drain` sets the same forced-drain flag as the Runtime API's
-//! `set server ... state drain`, and only `ready` clears it: a node that
-//! answered `up NN%` after a drain (undrained, or restarted by a deploy)
-//! would stay drained in HAProxy for good. So every normal reply says
-//! `ready`, which also means that a drain set through the Runtime API is
-//! cancelled within one agent interval: operators drain a node with
-//! `POST /admin/drain` (or `disable agent` first). See docs/operations.md.
+//! A server in HAProxy has two states with two owners. The operational
+//! state (up or down) is the node's: its agent and its readiness check set
+//! it. The administrative state (ready, drain, maintenance) is the
+//! operator's, set through the Runtime API (`set server ... state drain`,
+//! Ansible's `community.general.haproxy`): the agent never says `ready`,
+//! `drain` or `maint`, the words that would change it, so an operator's
+//! drain or maintenance holds for as long as the operator wants. See
+//! docs/operations.md ("Who owns a node's state").
 
 use std::net::SocketAddr;
 
@@ -20,7 +23,8 @@ use tokio::net::TcpListener;
 
 use crate::AppState;
 
-/// What the node's capacity looks like now, as shares in `0.0..=1.0`.
+/// What the node's capacity looks like now, as shares in `0.0..=1.0`;
+/// `draining` from the start of a drain.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Capacity {
     pub draining: bool,
@@ -33,13 +37,13 @@ pub struct Capacity {
 /// The agent's reply line for `capacity`.
 pub fn line(capacity: &Capacity) -> String {
     if capacity.draining {
-        return "drain\n".to_owned();
+        return "down\n".to_owned();
     }
     let share = capacity.free_slots.min(capacity.free_memory).min(capacity.free_sessions);
     // At least 1%: weight 0 would mean drain, which is not the node's state;
     // a full node still takes connections that wait in its queue.
     let pct = ((share * 100.0).floor() as i64).clamp(1, 100);
-    format!("ready up {pct}%\n")
+    format!("up {pct}%\n")
 }
 
 /// The capacity of the node behind `state`.
@@ -49,7 +53,7 @@ pub fn capacity(state: &AppState) -> Capacity {
     let sessions = state.sessions();
     let max_sessions = sessions.config().max_sessions;
     Capacity {
-        draining: state.draining(),
+        draining: state.out_of_service(),
         free_slots: share(capacity.free_slots() as f64, f64::from(capacity.slots())),
         free_memory: share(capacity.free_memory_bytes() as f64, capacity.config().memory_budget_bytes as f64),
         free_sessions: share(max_sessions.saturating_sub(sessions.len()) as f64, max_sessions as f64),
@@ -77,8 +81,10 @@ pub async fn serve(listener: TcpListener, state: AppState) {
             stream.write_all(reply.as_bytes()).await?;
             stream.shutdown().await
         };
-        if tokio::time::timeout(std::time::Duration::from_secs(1), write).await.is_err() {
-            tracing::debug!("agent check peer too slow");
+        match tokio::time::timeout(std::time::Duration::from_secs(1), write).await {
+            Ok(Ok(())) => state.metrics().record_agent_check(),
+            Ok(Err(e)) => tracing::debug!(error = %e, "agent check peer went away"),
+            Err(_) => tracing::debug!("agent check peer too slow"),
         }
     }
 }
@@ -93,11 +99,11 @@ mod tests {
 
     #[test]
     fn lines() {
-        assert_eq!(line(&cap(1.0, 1.0, 1.0)), "ready up 100%\n");
-        assert_eq!(line(&cap(0.75, 0.9, 1.0)), "ready up 75%\n");
-        assert_eq!(line(&cap(1.0, 0.5, 0.999)), "ready up 50%\n");
-        assert_eq!(line(&cap(1.0, 1.0, 0.666)), "ready up 66%\n", "sessions headroom counts");
-        assert_eq!(line(&cap(0.0, 1.0, 1.0)), "ready up 1%\n", "never 0%: that would mean drain");
-        assert_eq!(line(&Capacity { draining: true, ..cap(1.0, 1.0, 1.0) }), "drain\n");
+        assert_eq!(line(&cap(1.0, 1.0, 1.0)), "up 100%\n");
+        assert_eq!(line(&cap(0.75, 0.9, 1.0)), "up 75%\n");
+        assert_eq!(line(&cap(1.0, 0.5, 0.999)), "up 50%\n");
+        assert_eq!(line(&cap(1.0, 1.0, 0.666)), "up 66%\n", "sessions headroom counts");
+        assert_eq!(line(&cap(0.0, 1.0, 1.0)), "up 1%\n", "never 0%: that would mean drain");
+        assert_eq!(line(&Capacity { draining: true, ..cap(1.0, 1.0, 1.0) }), "down\n");
     }
 }

@@ -94,7 +94,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
     if state.shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting_down"}))).into_response()
-    } else if state.draining() {
+    } else if state.out_of_service() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response()
     } else {
         Json(json!({"status": "ok"})).into_response()
@@ -102,8 +102,8 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// New sessions, session WebSockets and Piston WebSockets are refused on a
-/// draining node (batch runs are refused by capacity, which also refuses
-/// the runs waiting in its queue). Everything else, such as the files of
+/// draining node once its drain window has passed (batch runs are refused
+/// by capacity, which also refuses the runs waiting in its queue). Everything else, such as the files of
 /// existing sessions, is still served.
 async fn drain_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.draining() {
@@ -128,7 +128,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         queue_depth: capacity.waiting(),
         free_slots: capacity.free_slots(),
         free_memory_bytes: capacity.free_memory_bytes(),
-        draining: state.draining(),
+        draining: state.out_of_service(),
         cache_entries,
         cache_bytes,
         cache_hits,

@@ -1,13 +1,18 @@
 //! The node's drain and shutdown, as the HTTP edge drives them.
 //!
-//! `POST /admin/drain` and SIGTERM start the same drain: the node's
-//! [`evald_engine::Lifecycle`] moves to draining, which every part
-//! subscribes to: readiness answers 503 `draining` and the agent says
-//! `drain`; capacity refuses new and waiting work (admitted work goes on);
-//! new sessions and WebSockets are refused; each session client is told to
-//! reconnect after a random delay within the drain window, then closed with
-//! 4503; the cluster queue hands its unstarted runs back. SIGTERM then waits
-//! for [`AppState::drained`] and stops the node for good.
+//! `POST /admin/drain` and SIGTERM start the same drain (see
+//! [`evald_engine::Lifecycle`]), which every part subscribes to:
+//!
+//! - at once, for the drain window: readiness answers 503 `draining` and
+//!   the agent reports the node `down`, so balancers stop sending it work,
+//!   but every request is still taken and served (a balancer needs time to
+//!   see readiness fail); each session client is told to reconnect after a
+//!   random delay within the rest of the window, then closed with 4503; the
+//!   cluster queue takes no new entry and hands its unstarted ones back;
+//! - after the window: capacity refuses new and waiting work (admitted work
+//!   goes on); new sessions and WebSockets are refused.
+//!
+//! SIGTERM then waits for [`AppState::drained`] and stops the node for good.
 
 use std::time::Duration;
 
@@ -16,13 +21,23 @@ use crate::AppState;
 impl AppState {
     /// Starts a drain; whether the node was serving.
     pub fn begin_drain(&self) -> bool {
-        self.lifecycle().drain()
+        self.lifecycle().drain(self.drain_window())
+    }
+
+    /// Starts the drain before exit (SIGTERM): it cannot be undone.
+    pub fn begin_final_drain(&self) {
+        self.lifecycle().drain_for_exit(self.drain_window());
+    }
+
+    /// How long a drain keeps taking work while balancers learn of it.
+    pub fn drain_window(&self) -> Duration {
+        self.sessions().config().drain_window
     }
 
     /// Ends a drain started by `POST /admin/drain`; `false` once the node
-    /// stops (a SIGTERM drain cannot be undone).
+    /// exits (a SIGTERM drain cannot be undone).
     pub fn end_drain(&self) -> bool {
-        if self.shutting_down() {
+        if self.lifecycle().exiting() {
             return false;
         }
         self.lifecycle().undrain();
@@ -35,21 +50,19 @@ impl AppState {
         self.lifecycle().stop();
     }
 
-    /// Waits until the drain has done its work, at most `bound`: no session
-    /// client left (then the sessions' processes are ended and their files
-    /// saved), no admitted run left, and at least the drain window passed
-    /// (so balancers have learnt that the node drains). Returns whether
-    /// everything finished within the bound.
+    /// Waits until the drain has done its work, at most `bound` after the
+    /// drain window: the window passed (balancers have learnt that the node
+    /// drains, and it takes no new work), no session client left (then the
+    /// sessions' processes are ended and their files saved), no admitted
+    /// run left. Returns whether everything finished within the bound.
     pub async fn drained(&self, bound: Duration) -> bool {
-        let started = tokio::time::Instant::now();
-        let window = self.sessions().config().drain_window;
         let mut clients = self.sessions().clients();
         let mut active = self.engine().capacity().active();
+        self.lifecycle().refusing().await;
         let work = async {
             let _ = clients.wait_for(|n| *n == 0).await;
             self.sessions().end_processes().await;
             let _ = active.wait_for(|n| *n == 0).await;
-            tokio::time::sleep_until(started + window).await;
         };
         tokio::time::timeout(bound, work).await.is_ok()
     }

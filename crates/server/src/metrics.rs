@@ -26,6 +26,8 @@ pub struct Metrics {
     run_count: AtomicU64,
     /// Sum of run durations in microseconds.
     run_micros: AtomicU64,
+    /// HAProxy agent checks answered.
+    agent_checks: AtomicU64,
 }
 
 impl Metrics {
@@ -45,8 +47,15 @@ impl Metrics {
         self.run_micros.fetch_add(took.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
+    /// Records an answered agent check.
+    pub fn record_agent_check(&self) {
+        self.agent_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Appends the recorded series to `out`.
     fn render_recorded(&self, out: &mut String) {
+        header(out, "evald_agent_checks_total", "counter", "HAProxy agent checks answered");
+        let _ = writeln!(out, "evald_agent_checks_total {}", self.agent_checks.load(Ordering::Relaxed));
         header(out, "evald_runs_total", "counter", "Batch runs (native and Piston) by language and verdict");
         if let Ok(runs) = self.runs.lock() {
             for ((language, status), n) in runs.iter() {
@@ -109,7 +118,12 @@ pub fn render(metrics: &Metrics, g: &Gauges) -> String {
         "Admission memory budget not reserved by running jobs",
         g.free_memory_bytes,
     );
-    gauge("evald_draining", "gauge", "1 while this node drains (takes no new work), else 0", u64::from(g.draining));
+    gauge(
+        "evald_draining",
+        "gauge",
+        "1 from the start of a drain (its window included) until it ends, else 0",
+        u64::from(g.draining),
+    );
     gauge(
         "evald_compile_cache_entries",
         "gauge",

@@ -145,6 +145,8 @@ impl ClusterQueue {
         }
     }
 
+    /// Whether the node is out of service (from the start of a drain's
+    /// window): the worker takes no entry then, the other nodes do.
     fn is_draining(&self) -> bool {
         *self.phase.borrow() != Phase::Serving
     }
@@ -161,7 +163,7 @@ impl ClusterQueue {
     /// Waits until the node serves; false when it stops instead.
     async fn until_serving(&self) -> bool {
         let mut rx = self.phase.clone();
-        matches!(rx.wait_for(|p| *p != Phase::Draining).await.map(|p| *p), Ok(Phase::Serving))
+        matches!(rx.wait_for(|p| matches!(p, Phase::Serving | Phase::Stopping)).await.map(|p| *p), Ok(Phase::Serving))
     }
 
     /// The worker: the reader, the reclaimer and the toucher. It returns

@@ -61,7 +61,7 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
         async move {
             shutdown_signal().await;
             tracing::info!("draining before exit");
-            state.begin_drain();
+            state.begin_final_drain();
             if !state.drained(grace).await {
                 tracing::warn!("grace period over with work left");
             }

@@ -101,9 +101,17 @@ impl AppState {
         self.inner.request_timeout
     }
 
-    /// Whether the node takes no new work: draining, or shutting down.
+    /// Whether the node takes no new work: draining after its window, or
+    /// shutting down.
     pub fn draining(&self) -> bool {
         self.lifecycle().draining()
+    }
+
+    /// Whether the node says it is out of service: from the start of a
+    /// drain (its window included), readiness fails and the agent reports
+    /// the node down.
+    pub fn out_of_service(&self) -> bool {
+        self.lifecycle().out_of_service()
     }
 
     pub fn shutting_down(&self) -> bool {

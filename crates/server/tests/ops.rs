@@ -199,17 +199,19 @@ async fn metrics_expose_runs_capacity_sessions_and_the_compile_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() {
+async fn drain_serves_through_its_window_then_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() {
     assert!(installed("python"), "python must be installed");
-    const WINDOW_MS: u64 = 300;
+    // Long enough that the checks of the window's first part cannot outlast
+    // it on a busy machine; the test awaits its end as an event.
+    const WINDOW_MS: u64 = 8000;
     let node = node(|o| {
         o.http.admin_key = Some("sekret".into());
         o.sessions.drain_window = Duration::from_millis(WINDOW_MS);
     })
     .await;
-    assert_eq!(node.agent_line().await, "ready up 100%\n");
+    assert_eq!(node.agent_line().await, "up 100%\n");
     let id = node.create_session().await;
-    assert_eq!(node.agent_line().await, "ready up 75%\n", "1 of 4 sessions taken");
+    assert_eq!(node.agent_line().await, "up 75%\n", "1 of 4 sessions taken");
     let mut ws = connect(&node, &id).await;
     assert_eq!(next(&mut ws).await["type"], "hello");
 
@@ -223,7 +225,7 @@ async fn drain_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() 
         })
     };
     tokio::time::timeout(WAIT, active.wait_for(|n| *n == 1)).await.expect("admitted in time").expect("watch");
-    assert_eq!(node.agent_line().await, "ready up 50%\n", "1 of 2 slots taken");
+    assert_eq!(node.agent_line().await, "up 50%\n", "1 of 2 slots taken");
 
     // Only the admin key drains.
     let unauthorized = json!({"error": {"code": "unauthorized", "message": "a valid admin key is required"}});
@@ -235,10 +237,23 @@ async fn drain_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() 
     let r = node.admin("/admin/drain", Some("sekret")).await;
     assert_eq!((r.status.as_u16(), r.json()), (200, json!({"status": "draining", "drain_window_ms": WINDOW_MS})));
 
+    // The window: the node says it is out of service at once...
     let r = get(&node.app, "/healthz/ready").await;
     assert_eq!((r.status.as_u16(), r.json()), (503, json!({"status": "draining"})));
-    assert_eq!(node.agent_line().await, "drain\n");
+    assert_eq!(node.agent_line().await, "down\n");
     assert!(node.metrics().await.iter().any(|l| l == "evald_draining 1"));
+    // ...but still serves everything a balancer sends before it has noticed.
+    assert_eq!(node.state.lifecycle().phase(), evald_engine::Phase::Leaving);
+    let r = post_json(&node.app, "/api/v1/runs", &run("python", "main.py", "print(6*7)")).await;
+    assert_eq!((r.status.as_u16(), &r.json()["cases"][0]["stdout"]), (200, &json!("42\n")), "a run in the window");
+    let r = post_json(&node.app, "/api/v2/execute", &execute("python", "*", "print(7)")).await;
+    assert_eq!((r.status.as_u16(), &r.json()["run"]["stdout"]), (200, &json!("7\n")), "a Piston run in the window");
+    let r = post_json(&node.app, "/api/v1/sessions", &json!({"language": "python"})).await;
+    assert_eq!(r.status.as_u16(), 201, "a session in the window: {:?}", r.json());
+    assert_eq!(node.state.lifecycle().phase(), evald_engine::Phase::Leaving, "all of it within the window");
+
+    // After the window: new work is refused.
+    tokio::time::timeout(WAIT, node.state.lifecycle().refusing()).await.expect("the window ends");
     let message = "this node is draining; retry (another node will take the run)";
     let r = post_json(&node.app, "/api/v1/runs", &run("python", "main.py", "print(1)")).await;
     assert_eq!(
@@ -268,7 +283,7 @@ async fn drain_refuses_new_work_finishes_admitted_runs_and_spreads_reconnects() 
     let r = node.admin("/admin/undrain", Some("sekret")).await;
     assert_eq!((r.status.as_u16(), r.json()), (200, json!({"status": "ok"})));
     assert_eq!(get(&node.app, "/healthz/ready").await.status, 200);
-    assert_eq!(node.agent_line().await, "ready up 75%\n");
+    assert_eq!(node.agent_line().await, "up 50%\n", "2 of 4 sessions taken");
     let r = post_json(&node.app, "/api/v1/runs", &run("python", "main.py", "print(1)")).await;
     assert_eq!(r.json()["status"], "ok");
     let mut ws = connect(&node, &id).await;

@@ -92,8 +92,15 @@ async fn talk<T: Transport>(manager: &Arc<Manager>, mut a: Attachment, io: &mut 
         let now = *phase.borrow_and_update();
         match now {
             Phase::Stopping => return Some((close::SHUTDOWN.code, "the node is shutting down")),
-            Phase::Draining if reconnect_at.is_none() => {
-                let delay = reconnect_delay(manager.config.drain_window);
+            Phase::Leaving | Phase::Draining if reconnect_at.is_none() => {
+                // Spread over what is left of the drain window: a client
+                // that came back to this node while the balancer had not
+                // yet seen it leave is sent away again before the window's
+                // end.
+                let now = tokio::time::Instant::now();
+                let left =
+                    manager.lifecycle.window_end().map_or(Duration::ZERO, |end| end.saturating_duration_since(now));
+                let delay = reconnect_delay(left);
                 let hint = ServerMessage::Reconnect { delay_ms: delay.as_millis() as u64 };
                 if !send(io, &hint).await {
                     return None;

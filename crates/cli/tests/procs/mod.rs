@@ -180,7 +180,7 @@ impl ClusterNode {
             .arg(self.dir.join(&self.name).join("data"))
             .args(["--instance", &format!("roll-{}-{}", std::process::id(), self.name)])
             .args(["--uid-base", &self.uid_base.to_string(), "--slots", "2"])
-            .args(["--admin-key", CLUSTER_ADMIN_KEY, "--drain-window-ms", "1000", "--shutdown-grace-ms", "10000"])
+            .args(["--admin-key", CLUSTER_ADMIN_KEY, "--drain-window-ms", "3000", "--shutdown-grace-ms", "10000"])
             .env("EVALD_LOG", "warn,evald_session=info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -244,17 +244,27 @@ pub struct HaProxy {
 }
 
 impl HaProxy {
+    /// HAProxy with the shipped configuration.
     pub async fn start(dir: &Path, nodes: &[&ClusterNode; 3]) -> HaProxy {
+        HaProxy::start_with(&format!("{ROOT}/deploy/haproxy/haproxy.cfg"), dir, nodes).await
+    }
+
+    /// HAProxy with the configuration file `cfg`.
+    pub async fn start_with(cfg: &str, dir: &Path, nodes: &[&ClusterNode; 3]) -> HaProxy {
+        let servers = nodes.map(|n| (n.addr.to_string(), n.agent.port()));
+        HaProxy::start_at(cfg, dir, &servers).await
+    }
+
+    /// HAProxy with the configuration file `cfg` and servers n1..n3 at
+    /// (address:port, agent port).
+    pub async fn start_at(cfg: &str, dir: &Path, servers: &[(String, u16); 3]) -> HaProxy {
         let front: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().expect("addr");
         std::fs::write(dir.join("server-state"), "1\n").expect("state file");
         let log = std::fs::File::create(dir.join("haproxy.log")).expect("log");
         let mut cmd = Command::new("haproxy");
-        cmd.args(["-db", "-f", &format!("{ROOT}/deploy/haproxy/haproxy.cfg")])
-            .env("EVALD_HAPROXY_BIND", front.to_string())
-            .env("EVALD_HAPROXY_RUN", dir);
-        for (i, n) in nodes.iter().enumerate() {
-            cmd.env(format!("EVALD_N{}_ADDR", i + 1), n.addr.to_string())
-                .env(format!("EVALD_N{}_AGENT", i + 1), n.agent.port().to_string());
+        cmd.args(["-db", "-f", cfg]).env("EVALD_HAPROXY_BIND", front.to_string()).env("EVALD_HAPROXY_RUN", dir);
+        for (i, (addr, agent)) in servers.iter().enumerate() {
+            cmd.env(format!("EVALD_N{}_ADDR", i + 1), addr).env(format!("EVALD_N{}_AGENT", i + 1), agent.to_string());
         }
         let child = cmd
             .stdout(Stdio::null())
