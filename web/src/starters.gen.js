@@ -7,6 +7,10 @@ export const STARTERS = {
   "main": "main.adb",
   "hello": "with Ada.Text_IO;\n\nprocedure Main is\nbegin\n   Ada.Text_IO.Put_Line (\"hello, world\");\nend Main;\n"
  },
+ "algol68": {
+  "main": "main.a68",
+  "hello": "print((\"hello, world\", new line))\n"
+ },
  "awk": {
   "main": "main.awk",
   "hello": "BEGIN { print \"hello, world\" }\n"
@@ -14,6 +18,10 @@ export const STARTERS = {
  "bash": {
   "main": "main.sh",
   "hello": "echo \"hello, world\"\n"
+ },
+ "bc": {
+  "main": "main.bc",
+  "hello": "print \"hello, world\\n\"\n"
  },
  "brainfuck": {
   "main": "main.bf",
@@ -23,9 +31,25 @@ export const STARTERS = {
   "main": "main.cpp",
   "hello": "#include <iostream>\n\nint main() {\n    std::cout << \"hello, world\\n\";\n}\n"
  },
+ "c-clang": {
+  "main": "main.c",
+  "hello": "#include <stdio.h>\n\nint main(void) {\n    puts(\"hello, world\");\n    return 0;\n}\n"
+ },
  "c": {
   "main": "main.c",
   "hello": "#include <stdio.h>\n\nint main(void) {\n    puts(\"hello, world\");\n    return 0;\n}\n"
+ },
+ "chez": {
+  "main": "main.ss",
+  "hello": "(display \"hello, world\\n\")\n"
+ },
+ "chicken": {
+  "main": "main.scm",
+  "hello": "(print \"hello, world\")\n"
+ },
+ "clisp": {
+  "main": "main.lisp",
+  "hello": "(write-line \"hello, world\")\n"
  },
  "clojure": {
   "main": "main.clj",
@@ -39,6 +63,10 @@ export const STARTERS = {
   "main": "main.coffee",
   "hello": "console.log \"hello, world\"\n"
  },
+ "cpp-clang": {
+  "main": "main.cpp",
+  "hello": "#include <iostream>\n\nint main() {\n    std::cout << \"hello, world\" << std::endl;\n}\n"
+ },
  "crystal": {
   "main": "main.cr",
   "hello": "puts \"hello, world\"\n"
@@ -47,6 +75,10 @@ export const STARTERS = {
   "main": "main.cs",
   "hello": "using System;\n\npublic class Program\n{\n    public static void Main()\n    {\n        Console.WriteLine(\"hello, world\");\n    }\n}\n"
  },
+ "d-ldc": {
+  "main": "main.d",
+  "hello": "import std.stdio;\n\nvoid main() {\n    writeln(\"hello, world\");\n}\n"
+ },
  "d": {
   "main": "main.d",
   "hello": "import std.stdio;\n\nvoid main()\n{\n    writeln(\"hello, world\");\n}\n"
@@ -54,6 +86,14 @@ export const STARTERS = {
  "dash": {
   "main": "main.sh",
   "hello": "echo \"hello, world\"\n"
+ },
+ "dc": {
+  "main": "main.dc",
+  "hello": "[hello, world]p\n"
+ },
+ "ecl": {
+  "main": "main.lisp",
+  "hello": "(write-line \"hello, world\")\n"
  },
  "elixir": {
   "main": "main.exs",
@@ -67,6 +107,10 @@ export const STARTERS = {
   "main": "main.erl",
   "hello": "#!/usr/bin/env escript\nmain(_) ->\n    io:format(\"hello, world~n\").\n"
  },
+ "expect": {
+  "main": "main.exp",
+  "hello": "puts \"hello, world\"\n"
+ },
  "fish": {
   "main": "main.fish",
   "hello": "echo \"hello, world\"\n"
@@ -79,9 +123,17 @@ export const STARTERS = {
   "main": "main.f90",
   "hello": "program hello\n  implicit none\n  print '(a)', 'hello, world'\nend program hello\n"
  },
+ "gambit": {
+  "main": "main.scm",
+  "hello": "(display \"hello, world\\n\")\n"
+ },
  "go": {
   "main": "main.go",
   "hello": "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tfmt.Println(\"hello, world\")\n}\n"
+ },
+ "gprolog": {
+  "main": "main.pl",
+  "hello": ":- initialization(main).\n\nmain :- write('hello, world'), nl.\n"
  },
  "groovy": {
   "main": "main.groovy",
@@ -91,6 +143,22 @@ export const STARTERS = {
   "main": "main.hs",
   "hello": "main :: IO ()\nmain = putStrLn \"hello, world\"\n"
  },
+ "haxe": {
+  "main": "Main.hx",
+  "hello": "class Main {\n    static function main() {\n        Sys.println(\"hello, world\");\n    }\n}\n"
+ },
+ "hugs": {
+  "main": "Main.hs",
+  "hello": "main = putStrLn \"hello, world\"\n"
+ },
+ "icon": {
+  "main": "main.icn",
+  "hello": "procedure main()\n    write(\"hello, world\")\nend\n"
+ },
+ "iverilog": {
+  "main": "main.v",
+  "hello": "module main;\n  initial begin\n    $display(\"hello, world\");\n    $finish;\n  end\nendmodule\n"
+ },
  "java": {
   "main": "Main.java",
   "hello": "public class Main {\n    public static void main(String[] args) {\n        System.out.println(\"hello, world\");\n    }\n}\n"
@@ -99,9 +167,21 @@ export const STARTERS = {
   "main": "main.js",
   "hello": "console.log(\"hello, world\");\n"
  },
+ "jim": {
+  "main": "main.tcl",
+  "hello": "puts \"hello, world\"\n"
+ },
+ "jq": {
+  "main": "main.jq",
+  "hello": "\"hello, world\"\n"
+ },
  "kotlin": {
   "main": "main.kt",
   "hello": "fun main() {\n    println(\"hello, world\")\n}\n"
+ },
+ "ksh": {
+  "main": "main.ksh",
+  "hello": "echo \"hello, world\"\n"
  },
  "lisp": {
   "main": "main.lisp",
@@ -115,13 +195,41 @@ export const STARTERS = {
   "main": "main.lua",
   "hello": "print(\"hello, world\")\n"
  },
+ "m4": {
+  "main": "main.m4",
+  "hello": "hello, world\n"
+ },
+ "mawk": {
+  "main": "main.awk",
+  "hello": "BEGIN { print \"hello, world\" }\n"
+ },
+ "mksh": {
+  "main": "main.mksh",
+  "hello": "echo \"hello, world\"\n"
+ },
+ "mruby": {
+  "main": "main.rb",
+  "hello": "puts \"hello, world\"\n"
+ },
  "nasm64": {
   "main": "main.asm",
   "hello": "section .data\n    msg db \"hello, world\", 10\n    len equ $ - msg\n\nsection .text\n    global _start\n\n_start:\n    mov rax, 1          ; write\n    mov rdi, 1          ; stdout\n    mov rsi, msg\n    mov rdx, len\n    syscall\n    mov rax, 60         ; exit\n    xor rdi, rdi\n    syscall\n"
  },
+ "newlisp": {
+  "main": "main.lsp",
+  "hello": "(println \"hello, world\")\n"
+ },
+ "nickle": {
+  "main": "main.5c",
+  "hello": "printf(\"hello, world\\n\");\n"
+ },
  "nim": {
   "main": "main.nim",
   "hello": "echo \"hello, world\"\n"
+ },
+ "objective-c": {
+  "main": "main.m",
+  "hello": "#import <objc/runtime.h>\n#include <stdio.h>\n\n__attribute__((objc_root_class))\n@interface Greeter {\n    Class isa;\n}\n+ (void)greet;\n@end\n\n@implementation Greeter\n+ (void)greet {\n    puts(\"hello, world\");\n}\n@end\n\nint main(void) {\n    [Greeter greet];\n    return 0;\n}\n"
  },
  "ocaml": {
   "main": "main.ml",
@@ -130,6 +238,10 @@ export const STARTERS = {
  "octave": {
   "main": "main.m",
   "hello": "disp(\"hello, world\")\n"
+ },
+ "original-awk": {
+  "main": "main.awk",
+  "hello": "BEGIN { print \"hello, world\" }\n"
  },
  "pascal": {
   "main": "main.pas",
@@ -142,6 +254,18 @@ export const STARTERS = {
  "php": {
   "main": "main.php",
   "hello": "<?php\necho \"hello, world\\n\";\n"
+ },
+ "picolisp": {
+  "main": "main.l",
+  "hello": "(prinl \"hello, world\")\n"
+ },
+ "pike": {
+  "main": "main.pike",
+  "hello": "int main() {\n    write(\"hello, world\\n\");\n    return 0;\n}\n"
+ },
+ "posh": {
+  "main": "main.posh",
+  "hello": "echo \"hello, world\"\n"
  },
  "prolog": {
   "main": "main.pl",
@@ -163,6 +287,14 @@ export const STARTERS = {
   "main": "main.raku",
   "hello": "say \"hello, world\";\n"
  },
+ "rc": {
+  "main": "main.rc",
+  "hello": "echo 'hello, world'\n"
+ },
+ "rexx": {
+  "main": "main.rexx",
+  "hello": "say 'hello, world'\n"
+ },
  "rscript": {
   "main": "main.r",
   "hello": "cat(\"hello, world\\n\")\n"
@@ -183,13 +315,33 @@ export const STARTERS = {
   "main": "main.scm",
   "hello": "(display \"hello, world\")\n(newline)\n"
  },
+ "sed": {
+  "main": "main.sed",
+  "hello": "s/.*/hello, world/\n"
+ },
+ "sml": {
+  "main": "main.sml",
+  "hello": "val () = print \"hello, world\\n\";\n"
+ },
  "sqlite3": {
   "main": "main.sql",
   "hello": "SELECT 'hello, world';\n"
  },
+ "tcc": {
+  "main": "main.c",
+  "hello": "#include <stdio.h>\n\nint main(void) {\n    puts(\"hello, world\");\n    return 0;\n}\n"
+ },
  "tcl": {
   "main": "main.tcl",
   "hello": "puts \"hello, world\"\n"
+ },
+ "tcsh": {
+  "main": "main.csh",
+  "hello": "echo \"hello, world\"\n"
+ },
+ "tinyscheme": {
+  "main": "main.scm",
+  "hello": "(display \"hello, world\")\n(newline)\n"
  },
  "typescript": {
   "main": "main.ts",
@@ -199,9 +351,17 @@ export const STARTERS = {
   "main": "main.vala",
   "hello": "void main () {\n    print (\"hello, world\\n\");\n}\n"
  },
+ "vhdl": {
+  "main": "main.vhd",
+  "hello": "use std.textio.all;\n\nentity main is\nend main;\n\narchitecture behaviour of main is\nbegin\n  process\n    variable l : line;\n  begin\n    write(l, string'(\"hello, world\"));\n    writeline(output, l);\n    wait;\n  end process;\nend behaviour;\n"
+ },
  "yabasic": {
   "main": "main.yab",
   "hello": "print \"hello, world\"\n"
+ },
+ "yash": {
+  "main": "main.yash",
+  "hello": "echo \"hello, world\"\n"
  },
  "zsh": {
   "main": "main.zsh",

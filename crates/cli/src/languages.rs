@@ -2,9 +2,11 @@
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use evald_engine::catalogue::{self, Catalogue};
+use evald_engine::catalogue::{self, Catalogue, LanguageFile};
+use evald_engine::SourceFile;
 
 /// Prints the installed languages with the versions detected on this host.
 pub fn list(dir: &Path, json: bool) -> Result<ExitCode> {
@@ -36,7 +38,11 @@ pub fn list(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Installs the Debian and npm packages of the given languages (or all).
+/// How long apt waits for another apt or dpkg process to release its lock.
+const APT_LOCK_TIMEOUT_S: u32 = 600;
+
+/// Installs the Debian and npm packages of the given languages (or all),
+/// then runs their `prepare` commands.
 pub fn install(dir: &Path, ids: &[String], all: bool) -> Result<ExitCode> {
     let catalogue = Catalogue::load_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
     if ids.is_empty() && !all {
@@ -63,18 +69,92 @@ pub fn install(dir: &Path, ids: &[String], all: bool) -> Result<ExitCode> {
     debs.dedup();
     npm.sort_unstable();
     npm.dedup();
+    let started = Instant::now();
     if !debs.is_empty() {
-        run(Command::new("apt-get").arg("update"))?;
+        let lock = format!("DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}");
+        step(&format!("apt-get update (waiting up to {APT_LOCK_TIMEOUT_S} s for another apt or dpkg to finish)"));
+        run(Command::new("apt-get").args(["-o", &lock, "update"]))?;
+        step(&format!("apt-get install: {} Debian packages for {} languages", debs.len(), chosen.len()));
         run(Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
+            .args(["-o", &lock, "install", "-y", "--no-install-recommends"])
             .args(&debs)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     if !npm.is_empty() {
+        step(&format!("npm install -g {}", npm.join(" ")));
         run(Command::new("npm").args(["install", "-g"]).args(&npm))?;
     }
-    println!("installed packages for {} languages", chosen.len());
+    let mut failed = Vec::new();
+    for f in chosen.iter().filter(|f| !f.prepare.is_empty()) {
+        let t = Instant::now();
+        match prepare(f) {
+            Ok(()) => step(&format!("prepared {} in {:.1} s", f.id, t.elapsed().as_secs_f64())),
+            Err(e) => {
+                eprintln!("evald: preparing {} failed (it runs, only slower): {e:#}", f.id);
+                failed.push(f.id.as_str());
+            }
+        }
+    }
+    step(&format!("installed {} languages in {:.0} s", chosen.len(), started.elapsed().as_secs_f64()));
+    if !failed.is_empty() {
+        eprintln!("evald: preparation failed for {}", failed.join(", "));
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a language's `prepare` commands in a scratch directory that holds
+/// its hello test as the main file.
+fn prepare(f: &LanguageFile) -> Result<()> {
+    let hello = f.tests.hello.as_ref().context("no hello test")?;
+    let scratch = Scratch::new(&f.id)?;
+    let main = scratch.path().join(&f.main);
+    if let Some(parent) = main.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&main, &hello.source).with_context(|| format!("writing {}", main.display()))?;
+    let files = [SourceFile { path: f.main.clone(), content: hello.source.clone().into_bytes() }];
+    for cmd in &f.prepare {
+        let argv = evald_engine::expand(cmd, &files);
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(scratch.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("starting {}", argv[0]))?;
+        if !out.status.success() {
+            bail!("{} exited with {}: {}", argv.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(())
+}
+
+/// A scratch directory of this process under the system's temporary
+/// directory, removed on drop.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Result<Scratch> {
+        let path = std::env::temp_dir().join(format!("evald-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Scratch(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One progress line on stderr.
+fn step(what: &str) {
+    eprintln!("evald: {what}");
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

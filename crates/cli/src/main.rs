@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 mod bare;
 mod bench;
+mod bench_languages;
 mod compile_cache;
 mod flags;
 mod languages;
@@ -95,6 +96,25 @@ enum BenchCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Hello world in every installed language through POST /api/v1/runs
+    /// (first request and warm), then the slow starters (JVM, BEAM, Raku)
+    /// with the catalogue of --before beside this one and the bare runtime
+    /// (starts its own `evald serve` nodes on loopback ports)
+    Languages {
+        /// Warm requests per language
+        #[arg(long, default_value_t = 5)]
+        warm: usize,
+        /// Alternating rounds of the before/after comparison
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// The catalogue before the change (e.g. `git archive REV languages
+        /// | tar -x -C DIR`); without it the comparison is skipped
+        #[arg(long)]
+        before: Option<PathBuf>,
+        /// Skip the every-language table
+        #[arg(long)]
+        slow_only: bool,
+    },
     /// Cluster throughput: Redis, HAProxy (the shipped configuration) and 1,
     /// 2, 3 `evald serve` nodes on 127.0.0.11/12/13; Python hello world at
     /// 8 clients through HAProxy per node count, and the HAProxy hop's
@@ -128,6 +148,9 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Http { iterations, url } } => bench_http(iterations, url, &languages_dir),
         Command::Bench { what: BenchCommand::Session { keystrokes, sessions } } => {
             bench_session(keystrokes, sessions, &languages_dir)
+        }
+        Command::Bench { what: BenchCommand::Languages { warm, rounds, before, slow_only } } => {
+            bench_languages(&languages_dir, before.as_deref(), warm, rounds, slow_only)
         }
         Command::Bench { what: BenchCommand::Cluster { requests, haproxy_cfg } } => {
             bench::cluster(&languages_dir, &haproxy_cfg, requests).map(|()| ExitCode::SUCCESS)
@@ -186,6 +209,39 @@ fn bench_http(iterations: usize, url: Option<String>, languages: &std::path::Pat
     let result = bench::http(&server.base, iterations);
     drop(server);
     result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_languages(
+    languages: &std::path::Path,
+    before: Option<&std::path::Path>,
+    warm: usize,
+    rounds: usize,
+    slow_only: bool,
+) -> Result<ExitCode> {
+    let after_langs = bench_languages::installed(languages)?;
+    let server = BenchServer::start(languages, &[("EVALD_SLOTS", "4")])?;
+    if !slow_only {
+        bench_languages::all(&server.base, &after_langs, warm)?;
+    }
+    if let Some(dir) = before {
+        let before_langs = bench_languages::installed(dir)?;
+        let pid = std::process::id();
+        let state = format!("/tmp/evald-bench-before-{pid}");
+        let old = BenchServer::start(
+            dir,
+            &[
+                ("EVALD_SLOTS", "4"),
+                ("EVALD_INSTANCE", &format!("bench-before-{pid}")),
+                ("EVALD_STATE_DIR", &state),
+                ("EVALD_DATA_DIR", &format!("{state}/data")),
+                ("EVALD_UID_BASE", "61500"),
+            ],
+        )?;
+        let result = bench_languages::slow_starters((&server.base, &after_langs), (&old.base, &before_langs), rounds);
+        let _ = std::fs::remove_dir_all(&state);
+        result?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

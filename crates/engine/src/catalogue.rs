@@ -56,6 +56,14 @@ pub struct LanguageFile {
     /// npm packages installed globally (`npm install -g`).
     #[serde(default)]
     pub npm: Vec<String>,
+    /// Commands `evald languages install` runs on the host after installing
+    /// the packages, in order, in a scratch directory holding the hello
+    /// test as the main file (same placeholders): work done once per host
+    /// that makes every run start faster, such as a JVM class-data-sharing
+    /// archive. What they write must be optional to the runtime (missing or
+    /// stale, the language still works) and is shared read-only by every box.
+    #[serde(default)]
+    pub prepare: Vec<Vec<String>>,
     /// Extra environment of compile and run steps.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -203,6 +211,9 @@ fn validate(path: &str, f: &LanguageFile) -> Result<(), CatalogueError> {
             }
         }
     }
+    if f.prepare.iter().any(|cmd| cmd.is_empty() || !cmd[0].starts_with('/')) {
+        return bad("prepare commands must be non-empty and start with an absolute path".into());
+    }
     if f.tests.hello.is_none() {
         return bad("a hello test is required".into());
     }
@@ -319,6 +330,6 @@ expected = "hello, world\n"
     fn the_shipped_catalogue_is_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../languages");
         let c = Catalogue::load_dir(&dir).expect("languages/ loads");
-        assert!(c.files.len() >= 40, "only {} languages catalogued", c.files.len());
+        assert!(c.files.len() >= 85, "only {} languages catalogued", c.files.len());
     }
 }
