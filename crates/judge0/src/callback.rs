@@ -43,10 +43,11 @@ impl std::fmt::Display for Cidr {
     }
 }
 
-fn bits(ip: IpAddr) -> (u128, u32) {
+/// The address in the top bits of a `u128`.
+fn bits(ip: IpAddr) -> u128 {
     match ip {
-        IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32),
-        IpAddr::V6(v) => (u128::from(v), 128),
+        IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
+        IpAddr::V6(v) => u128::from(v),
     }
 }
 
@@ -56,7 +57,7 @@ impl Cidr {
         if ip.is_ipv4() != self.addr.is_ipv4() {
             return false;
         }
-        let ((a, _), (b, _)) = (bits(self.addr), bits(ip));
+        let (a, b) = (bits(self.addr), bits(ip));
         // Both sit in the top bits (IPv4 shifted up by 96).
         let shift = u32::from(self.prefix);
         shift == 0 || (a >> (128 - shift)) == (b >> (128 - shift))

@@ -161,8 +161,7 @@ pub async fn statistics(
     let invalidate = q.get("invalidate_cache").is_some_and(|v| v == "true");
     if !invalidate {
         if let Ok(cached) = j0.statistics.lock() {
-            if let Some((at, body)) = cached.as_ref().filter(|(at, _)| now < at + STATISTICS_TTL_MS) {
-                let _ = at;
+            if let Some((_, body)) = cached.as_ref().filter(|(at, _)| now < at + STATISTICS_TTL_MS) {
                 return json_response(StatusCode::OK, body);
             }
         }
