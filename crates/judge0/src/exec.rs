@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use evald_engine::{Case, Engine, Job, JobResult, Language, LimitRequest, Outcome, Permit, SourceFile, Status, Verdict};
+use evald_engine::{
+    Case, Engine, Job, JobResult, Language, LimitRequest, Outcome, Permit, SourceFile, Status, Verdict,
+};
 
 use crate::files;
 use crate::languages::{pseudo, J0Language};
@@ -46,7 +48,8 @@ fn derive(base: &Language, s: &Submission, extra_files: bool) -> Language {
         }
         let options = s.compiler_options.as_deref().map(sanitise).unwrap_or_default();
         if !options.is_empty() {
-            let at = compile.iter().position(|a| a.contains("{main}") || a.contains("{files}")).unwrap_or(compile.len());
+            let at =
+                compile.iter().position(|a| a.contains("{main}") || a.contains("{files}")).unwrap_or(compile.len());
             let script = format!("exec \"${{@:1:{at}}}\" {options} \"${{@:{}}}\"", at + 1);
             let mut argv = vec!["/bin/bash".to_owned(), "-c".to_owned(), script, "compile".to_owned()];
             argv.append(compile);
@@ -74,7 +77,8 @@ pub fn prepare(engine: &Engine, s: &Submission, language: Option<&J0Language>) -
     let (base, mut sources) = match language.and_then(|l| l.language.clone()) {
         Some(base) => {
             let main = base.spec.main.clone();
-            let mut sources = vec![SourceFile { path: main.clone(), content: s.source_code.clone().unwrap_or_default() }];
+            let mut sources =
+                vec![SourceFile { path: main.clone(), content: s.source_code.clone().unwrap_or_default() }];
             // Like `unzip -n`: the zip does not overwrite the source.
             sources.extend(extra.iter().filter(|f| f.path != main).cloned());
             (base, sources)

@@ -13,8 +13,7 @@ pub const MAX_EXTRACT_BYTES: u64 = MAX_EXTRACT_SIZE * 1024;
 /// The regular files of a zip archive (directories are skipped; a symbolic
 /// link, a path outside the workspace or too much data is refused).
 pub fn extract(zip: &[u8], max_entries: usize) -> Result<Vec<SourceFile>, String> {
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(|e| format!("not a zip archive: {e}"))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(|e| format!("not a zip archive: {e}"))?;
     if archive.len() > max_entries {
         return Err(format!("{} entries, more than the maximum of {max_entries}", archive.len()));
     }

@@ -69,10 +69,8 @@ fn empty(status: StatusCode) -> Response {
 
 /// Rails' 404: empty unless the client asks for JSON.
 fn not_found_for(headers: &HeaderMap) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
+    let wants_json =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"));
     if wants_json {
         json_response(StatusCode::NOT_FOUND, &json!({"status": 404, "error": "Not Found"}))
     } else {

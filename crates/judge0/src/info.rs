@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;

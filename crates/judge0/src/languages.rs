@@ -232,8 +232,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../languages");
         let catalogue = evald_engine::Catalogue::load_dir(std::path::Path::new(dir)).expect("the catalogue loads");
         let catalogued: HashSet<&str> = catalogue.files.iter().map(|f| f.id.as_str()).collect();
-        let missing: Vec<&str> =
-            catalogued.iter().copied().filter(|id| !IDS.iter().any(|(l, _)| l == id)).collect();
+        let missing: Vec<&str> = catalogued.iter().copied().filter(|id| !IDS.iter().any(|(l, _)| l == id)).collect();
         assert!(missing.is_empty(), "languages without a Judge0 id (add a line to IDS): {missing:?}");
         let stale: Vec<&str> = IDS.iter().map(|(l, _)| *l).filter(|l| !catalogued.contains(l)).collect();
         assert!(stale.is_empty(), "ids of languages not in the catalogue: {stale:?}");

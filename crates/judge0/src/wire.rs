@@ -69,7 +69,8 @@ pub const FIELDS: [&str; 35] = [
 ];
 
 /// The fields returned when none are asked for.
-pub const DEFAULT_FIELDS: [&str; 8] = ["token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status"];
+pub const DEFAULT_FIELDS: [&str; 8] =
+    ["token", "time", "memory", "stdout", "stderr", "compile_output", "message", "status"];
 
 /// Bytes stored as standard base64 in the record's JSON.
 mod bytes {
@@ -182,8 +183,11 @@ pub fn encode64(bytes: &[u8]) -> String {
 /// Ruby's `Base64.decode64`: lenient, characters outside the alphabet are
 /// skipped and padding is optional.
 pub fn decode64(text: &str) -> Vec<u8> {
-    let clean: String =
-        text.chars().take_while(|c| *c != '=').filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/').collect();
+    let clean: String = text
+        .chars()
+        .take_while(|c| *c != '=')
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/')
+        .collect();
     // A lone trailing character carries no whole byte.
     let usable = clean.len() - usize::from(clean.len() % 4 == 1);
     base64::engine::general_purpose::STANDARD_NO_PAD.decode(&clean[..usable]).unwrap_or_default()
@@ -301,9 +305,10 @@ mod tests {
 
     #[test]
     fn formats_as_rails_and_ruby() {
-        assert_eq!([decimal(0.002), decimal(5.0), decimal(0.01), decimal(0.0), decimal(2.5)], [
-            "0.002", "5.0", "0.01", "0.0", "2.5"
-        ]);
+        assert_eq!(
+            [decimal(0.002), decimal(5.0), decimal(0.01), decimal(0.0), decimal(2.5)],
+            ["0.002", "5.0", "0.01", "0.0", "2.5"]
+        );
         assert_eq!(timestamp(1_712_122_851_306), "2024-04-03T05:40:51.306Z");
         assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(encode64(b"hello, Judge0\n"), "aGVsbG8sIEp1ZGdlMAo=\n");

@@ -73,7 +73,8 @@ fn assemble(config: &ServerConfig, runner: Arc<Runner>, lifecycle: Lifecycle, po
         background.push(("run queue", Box::pin(queue.clone().run())));
     }
     let engine = runner.engine().clone();
-    let sessions = Manager::new(engine.clone(), ports.store, ports.ownership, config.sessions.clone(), lifecycle.clone());
+    let sessions =
+        Manager::new(engine.clone(), ports.store, ports.ownership, config.sessions.clone(), lifecycle.clone());
     background.push(("sessions", Box::pin(sessions.clone().run())));
     let judge0 = evald_judge0::Judge0::new(engine.clone(), ports.records, judge0_config(config));
     let state = AppState::new(Parts {

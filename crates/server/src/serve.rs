@@ -43,7 +43,8 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
         background.push(("agent", Box::pin(agent::serve(l, state.clone()))));
     }
     if let Some(addr) = config.judge0.listen {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the Judge0 listener {addr}"))?;
+        let l =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the Judge0 listener {addr}"))?;
         tracing::info!(judge0 = %l.local_addr()?, "Judge0 API listening");
         let router = evald_judge0::router(state.judge0().clone())
             .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes()));

@@ -120,7 +120,10 @@ async fn languages_carry_ce_ids_and_installed_versions() {
         )
     );
     let multi = get(&app, "/judge0/languages/89").await.json();
-    assert_eq!((&multi["source_file"], &multi["compile_cmd"], &multi["run_cmd"]), (&json!(null), &json!(null), &json!(null)));
+    assert_eq!(
+        (&multi["source_file"], &multi["compile_cmd"], &multi["run_cmd"]),
+        (&json!(null), &json!(null), &json!(null))
+    );
     let missing = get(&app, "/judge0/languages/999").await;
     assert_eq!((missing.status.as_u16(), missing.bytes.len()), (404, 0));
     let json404 = send_with(&app, "GET", "/judge0/languages/999", &[("accept", "application/json")]).await;
@@ -150,8 +153,12 @@ async fn validation_answers_422_with_rails_messages() {
     );
     let r = post_json(&app, "/judge0/submissions", &json!({"source_code": "x", "language_id": 3})).await;
     assert_eq!(r.json(), json!({"language_id": ["language with id 3 is archived and cannot be used anymore"]}));
-    let r = post_json(&app, "/judge0/submissions", &json!({"source_code": "x", "language_id": 71,
-        "callback_url": "http://127.0.0.1:9/cb"}))
+    let r = post_json(
+        &app,
+        "/judge0/submissions",
+        &json!({"source_code": "x", "language_id": 71,
+        "callback_url": "http://127.0.0.1:9/cb"}),
+    )
     .await;
     assert_eq!(r.status, 422, "loopback callbacks are refused unless allowed");
     assert!(r.json()["callback_url"][0].as_str().is_some_and(|m| m.contains("127.0.0.1")));
@@ -165,7 +172,10 @@ async fn validation_answers_422_with_rails_messages() {
 async fn batches_count_and_report_per_item() {
     let app = api();
     let r = post_json(&app, "/judge0/submissions/batch", &json!({"submissions": []})).await;
-    assert_eq!((r.status.as_u16(), r.json()), (400, json!({"error": "there should be at least one submission in a batch"})));
+    assert_eq!(
+        (r.status.as_u16(), r.json()),
+        (400, json!({"error": "there should be at least one submission in a batch"}))
+    );
     let many: Vec<Value> = (0..21).map(|_| json!({"source_code": "x", "language_id": 71})).collect();
     let r = post_json(&app, "/judge0/submissions/batch", &json!({"submissions": many})).await;
     assert_eq!(
@@ -225,7 +235,8 @@ async fn list_pages_newest_first_and_delete() {
     let mut tokens = Vec::new();
     for i in 0..3 {
         // No sandbox here: each ends as an Internal Error.
-        let body = run(&app, "&fields=token,status", json!({"source_code": format!("print({i})"), "language_id": 71})).await;
+        let body =
+            run(&app, "&fields=token,status", json!({"source_code": format!("print({i})"), "language_id": 71})).await;
         assert_eq!(body["status"], json!({"id": 13, "description": "Internal Error"}));
         tokens.push(body["token"].as_str().expect("token").to_owned());
     }
@@ -233,7 +244,8 @@ async fn list_pages_newest_first_and_delete() {
     let r = send_with(&app, "GET", "/judge0/submissions?page=1&per_page=2&fields=token", &admin).await;
     assert_eq!(r.status, 200);
     let body = r.json();
-    let listed: Vec<&str> = body["submissions"].as_array().expect("list").iter().filter_map(|s| s["token"].as_str()).collect();
+    let listed: Vec<&str> =
+        body["submissions"].as_array().expect("list").iter().filter_map(|s| s["token"].as_str()).collect();
     assert_eq!(listed, [tokens[2].as_str(), tokens[1].as_str()]);
     assert_eq!(
         body["meta"],
@@ -251,11 +263,16 @@ async fn list_pages_newest_first_and_delete() {
 #[tokio::test]
 async fn cors_as_rack_cors() {
     let app = api();
-    let r = send_with(&app, "OPTIONS", "/judge0/submissions", &[
-        ("origin", "https://ide.example"),
-        ("access-control-request-method", "POST"),
-        ("access-control-request-headers", "content-type,x-auth-token"),
-    ])
+    let r = send_with(
+        &app,
+        "OPTIONS",
+        "/judge0/submissions",
+        &[
+            ("origin", "https://ide.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type,x-auth-token"),
+        ],
+    )
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
@@ -269,7 +286,10 @@ async fn cors_as_rack_cors() {
 async fn workers_system_info_and_statistics() {
     let app = api();
     let w = get(&app, "/judge0/workers").await.json();
-    assert_eq!(w, json!([{"queue": "1.13.1", "size": 0, "available": 2, "idle": 2, "working": 0, "paused": 0, "failed": 0}]));
+    assert_eq!(
+        w,
+        json!([{"queue": "1.13.1", "size": 0, "available": 2, "idle": 2, "working": 0, "paused": 0, "failed": 0}])
+    );
     let s = get(&app, "/judge0/system_info").await.json();
     assert!(s["Mem"].as_str().is_some_and(|m| m.ends_with("Gi")), "{s}");
     assert!(s.as_object().is_some_and(|o| o.values().all(Value::is_string)));
@@ -287,11 +307,15 @@ async fn workers_system_info_and_statistics() {
 #[tokio::test]
 async fn python_run_has_judge0s_exact_shapes() {
     let app = app();
-    let body = run(&app, "", json!({"source_code": "print(f'hello, {input()}')", "language_id": 71, "stdin": "Alice"})).await;
+    let body =
+        run(&app, "", json!({"source_code": "print(f'hello, {input()}')", "language_id": 71, "stdin": "Alice"})).await;
     let keys: Vec<&String> = body.as_object().expect("object").keys().collect();
     assert_eq!(keys.len(), 8, "the default fields: {body}");
     assert_eq!(body["stdout"], "hello, Alice\n");
-    assert_eq!((&body["stderr"], &body["compile_output"], &body["message"]), (&json!(null), &json!(null), &json!(null)));
+    assert_eq!(
+        (&body["stderr"], &body["compile_output"], &body["message"]),
+        (&json!(null), &json!(null), &json!(null))
+    );
     assert_eq!(body["status"], json!({"id": 3, "description": "Accepted"}));
     assert!(body["time"].as_str().is_some_and(|t| t.contains('.') && t.parse::<f64>().is_ok()), "{body}");
     assert!(body["memory"].is_u64());
@@ -302,11 +326,15 @@ async fn python_run_has_judge0s_exact_shapes() {
     let v = all.json();
     let obj = v.as_object().expect("object");
     assert_eq!(obj.len(), 35);
-    let order: Vec<usize> = evald_judge0::wire::FIELDS.iter().map(|f| text.find(&format!("\"{f}\":")).expect(f)).collect();
+    let order: Vec<usize> =
+        evald_judge0::wire::FIELDS.iter().map(|f| text.find(&format!("\"{f}\":")).expect(f)).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "column order: {text}");
     assert_eq!(v["stdout"], b64("hello, Alice\n"));
     assert_eq!(v["source_code"], b64("print(f'hello, {input()}')"));
-    assert_eq!((&v["cpu_time_limit"], &v["wall_time_limit"], &v["cpu_extra_time"]), (&json!("5.0"), &json!("10.0"), &json!("1.0")));
+    assert_eq!(
+        (&v["cpu_time_limit"], &v["wall_time_limit"], &v["cpu_extra_time"]),
+        (&json!("5.0"), &json!("10.0"), &json!("1.0"))
+    );
     assert_eq!((&v["memory_limit"], &v["exit_code"], &v["exit_signal"]), (&json!(128000), &json!(0), &json!(null)));
     assert_eq!(v["language"], json!({"id": 71, "name": format!("Python ({})", version_of("python"))}));
     for k in ["created_at", "finished_at"] {
@@ -318,7 +346,8 @@ async fn python_run_has_judge0s_exact_shapes() {
 #[tokio::test]
 async fn long_output_is_wrapped_as_ruby_encode64() {
     let app = app();
-    let body = run(&app, "&base64_encoded=true", json!({"source_code": b64("print('x' * 100)"), "language_id": 71})).await;
+    let body =
+        run(&app, "&base64_encoded=true", json!({"source_code": b64("print('x' * 100)"), "language_id": 71})).await;
     let out = body["stdout"].as_str().expect("stdout");
     assert_eq!(out, evald_judge0::wire::encode64(format!("{}\n", "x".repeat(100)).as_bytes()));
     assert_eq!(out.lines().map(str::len).collect::<Vec<_>>(), [60, 60, 16]);
@@ -331,11 +360,20 @@ async fn statuses_of_real_runs() {
     let r = run(&app, fields, json!({"source_code": "import sys; sys.exit(3)", "language_id": 71})).await;
     assert_eq!((r["status"]["id"].as_u64(), r["exit_code"].as_i64()), (Some(11), Some(3)));
     assert_eq!(r["message"], "Exited with error status 3");
-    let r = run(&app, fields, json!({"source_code": "while True: pass", "language_id": 71, "cpu_time_limit": 0.5})).await;
-    assert_eq!((r["status"]["id"].as_u64(), &r["message"], r["exit_code"].as_i64()), (Some(5), &json!("Time limit exceeded"), Some(0)));
+    let r =
+        run(&app, fields, json!({"source_code": "while True: pass", "language_id": 71, "cpu_time_limit": 0.5})).await;
+    assert_eq!(
+        (r["status"]["id"].as_u64(), &r["message"], r["exit_code"].as_i64()),
+        (Some(5), &json!("Time limit exceeded"), Some(0))
+    );
     let r = run(&app, fields, json!({"source_code": "print('a')", "language_id": 71, "expected_output": "b"})).await;
     assert_eq!(r["status"], json!({"id": 4, "description": "Wrong Answer"}));
-    let r = run(&app, fields, json!({"source_code": "print('a  ')\nprint()", "language_id": 71, "expected_output": "a\r\n"})).await;
+    let r = run(
+        &app,
+        fields,
+        json!({"source_code": "print('a  ')\nprint()", "language_id": 71, "expected_output": "a\r\n"}),
+    )
+    .await;
     assert_eq!(r["status"]["id"], 3, "trailing whitespace and blank lines are ignored");
     let r = run(&app, fields, json!({"source_code": "pass", "language_id": 71, "expected_output": ""})).await;
     assert_eq!((r["status"]["id"].as_u64(), &r["stdout"]), (Some(4), &json!(null)), "no output is null: wrong answer");
@@ -352,19 +390,31 @@ async fn statuses_of_real_runs() {
 async fn request_options_take_effect() {
     let app = app();
     let f = "&fields=stdout,stderr,status";
-    let r = run(&app, f, json!({"source_code": "import sys; print(sys.argv[1:])", "language_id": 71,
-        "command_line_arguments": "a 'b c' ; rm -rf /"}))
+    let r = run(
+        &app,
+        f,
+        json!({"source_code": "import sys; print(sys.argv[1:])", "language_id": 71,
+        "command_line_arguments": "a 'b c' ; rm -rf /"}),
+    )
     .await;
     assert_eq!(r["stdout"], "['a', 'b c', 'rm', '-rf', '/']\n", "sanitised, then split as bash splits");
-    let r = run(&app, f, json!({"source_code": "import sys; print('e', file=sys.stderr)", "language_id": 71,
-        "redirect_stderr_to_stdout": "true"}))
+    let r = run(
+        &app,
+        f,
+        json!({"source_code": "import sys; print('e', file=sys.stderr)", "language_id": 71,
+        "redirect_stderr_to_stdout": "true"}),
+    )
     .await;
     assert_eq!((&r["stdout"], &r["stderr"]), (&json!("e\n"), &json!(null)));
     let c = "#include <stdio.h>\nint main(void) { printf(\"%d\\n\", X); return 0; }";
     let r = run(&app, f, json!({"source_code": c, "language_id": 54.0, "compiler_options": "-DX=42"})).await;
     assert_eq!(r["stdout"], "42\n");
-    let r = run(&app, "&fields=status,number_of_runs,time", json!({"source_code": "print(1)", "language_id": 71,
-        "number_of_runs": 3, "expected_output": "1"}))
+    let r = run(
+        &app,
+        "&fields=status,number_of_runs,time",
+        json!({"source_code": "print(1)", "language_id": 71,
+        "number_of_runs": 3, "expected_output": "1"}),
+    )
     .await;
     assert_eq!((r["status"]["id"].as_u64(), r["number_of_runs"].as_u64()), (Some(3), Some(3)));
 }
@@ -383,8 +433,12 @@ fn zip(entries: &[(&str, &str)]) -> String {
 async fn additional_files_and_the_multi_file_program() {
     let app = app();
     let files = zip(&[("helper.py", "GREETING = 'hi from a module'\n")]);
-    let r = run(&app, "&fields=stdout,status", json!({"source_code": "import helper; print(helper.GREETING)",
-        "language_id": 71, "additional_files": files}))
+    let r = run(
+        &app,
+        "&fields=stdout,status",
+        json!({"source_code": "import helper; print(helper.GREETING)",
+        "language_id": 71, "additional_files": files}),
+    )
     .await;
     assert_eq!(r["stdout"], "hi from a module\n");
     let project = zip(&[
@@ -393,10 +447,20 @@ async fn additional_files_and_the_multi_file_program() {
         ("main.c", "#include <stdio.h>\nint twice(int);\nint main(void) { printf(\"%d\\n\", twice(21)); }"),
         ("util.c", "int twice(int x) { return 2 * x; }"),
     ]);
-    let r = run(&app, "&fields=stdout,status,language", json!({"source_code": "", "language_id": 89, "additional_files": project})).await;
+    let r = run(
+        &app,
+        "&fields=stdout,status,language",
+        json!({"source_code": "", "language_id": 89, "additional_files": project}),
+    )
+    .await;
     assert_eq!(r["stdout"], "42\n", "{r}");
     assert_eq!(r["language"], json!({"id": 89, "name": "Multi-file program"}));
-    let r = post_json(&app, "/judge0/submissions", &json!({"source_code": "", "language_id": 89, "additional_files": b64("not a zip")})).await;
+    let r = post_json(
+        &app,
+        "/judge0/submissions",
+        &json!({"source_code": "", "language_id": 89, "additional_files": b64("not a zip")}),
+    )
+    .await;
     assert_eq!(r.status, 422);
     assert!(r.json()["additional_files"][0].as_str().is_some_and(|m| m.starts_with("not a zip archive")));
 }
@@ -423,7 +487,9 @@ async fn receive_one(listener: tokio::net::TcpListener) -> (String, String, Valu
                 let mut parts = line.split(' ');
                 let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
                 let body = serde_json::from_slice(&buf[end + 4..end + 4 + length]).expect("a JSON body");
-                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.expect("answer");
+                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await
+                    .expect("answer");
                 return (method, path, body);
             }
         }
@@ -436,7 +502,12 @@ async fn callbacks_put_the_default_fields_in_base64() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/done", listener.local_addr().expect("addr"));
     let received = tokio::spawn(receive_one(listener));
-    let r = post_json(&app, "/judge0/submissions", &json!({"source_code": "print('cb')", "language_id": 71, "callback_url": url})).await;
+    let r = post_json(
+        &app,
+        "/judge0/submissions",
+        &json!({"source_code": "print('cb')", "language_id": 71, "callback_url": url}),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let token = r.json()["token"].as_str().expect("token").to_owned();
     assert_eq!(r.json(), json!({"token": token}), "wait=false answers the token only");
@@ -444,7 +515,10 @@ async fn callbacks_put_the_default_fields_in_base64() {
     assert_eq!((method.as_str(), path.as_str()), ("PUT", "/done"));
     let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
     assert_eq!(keys.len(), 8);
-    assert_eq!((&body["token"], &body["stdout"], &body["status"]["id"]), (&json!(token), &json!(b64("cb\n")), &json!(3)));
+    assert_eq!(
+        (&body["token"], &body["stdout"], &body["status"]["id"]),
+        (&json!(token), &json!(b64("cb\n")), &json!(3))
+    );
     // The stored submission answers the same.
     let stored = get(&app, &format!("/judge0/submissions/{token}?fields=stdout,status")).await.json();
     assert_eq!(stored, json!({"stdout": "cb\n", "status": {"id": 3, "description": "Accepted"}}));
@@ -453,7 +527,12 @@ async fn callbacks_put_the_default_fields_in_base64() {
 #[tokio::test]
 async fn non_utf8_output_needs_base64() {
     let app = app();
-    let r = post_json(&app, "/judge0/submissions?wait=true", &json!({"source_code": "import sys; sys.stdout.buffer.write(b'\\xff')", "language_id": 71})).await;
+    let r = post_json(
+        &app,
+        "/judge0/submissions?wait=true",
+        &json!({"source_code": "import sys; sys.stdout.buffer.write(b'\\xff')", "language_id": 71}),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let body = r.json();
     let token = body["token"].as_str().expect("token");
