@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,24 +30,24 @@ pub const MAX_BATCH: usize = 20;
 /// Judge0's routes, at the root of the router (nest it under a prefix).
 pub fn router<S: Clone + Send + Sync + 'static>(j0: Arc<Judge0>) -> Router<S> {
     Router::new()
-        .route("/", get(home))
-        .route("/submissions", post(create).get(list))
-        .route("/submissions/batch", post(batch_create).get(batch_get))
-        .route("/submissions/{token}", get(show).delete(destroy))
-        .route("/languages", get(languages_active))
-        .route("/languages/all", get(languages_all))
-        .route("/languages/{id}", get(language))
-        .route("/statuses", get(info::statuses))
-        .route("/about", get(info::about))
-        .route("/version", get(info::version))
-        .route("/isolate", get(info::isolate))
-        .route("/license", get(info::license))
-        .route("/system_info", get(info::system_info))
-        .route("/config_info", get(info::config_info))
-        .route("/statistics", get(info::statistics))
-        .route("/workers", get(info::workers))
-        .route("/authenticate", post(authenticate))
-        .route("/authorize", post(authorize))
+        .route("/", get(home).options(preflight))
+        .route("/submissions", post(create).get(list).options(preflight))
+        .route("/submissions/batch", post(batch_create).get(batch_get).options(preflight))
+        .route("/submissions/{token}", get(show).delete(destroy).options(preflight))
+        .route("/languages", get(languages_active).options(preflight))
+        .route("/languages/all", get(languages_all).options(preflight))
+        .route("/languages/{id}", get(language).options(preflight))
+        .route("/statuses", get(info::statuses).options(preflight))
+        .route("/about", get(info::about).options(preflight))
+        .route("/version", get(info::version).options(preflight))
+        .route("/isolate", get(info::isolate).options(preflight))
+        .route("/license", get(info::license).options(preflight))
+        .route("/system_info", get(info::system_info).options(preflight))
+        .route("/config_info", get(info::config_info).options(preflight))
+        .route("/statistics", get(info::statistics).options(preflight))
+        .route("/workers", get(info::workers).options(preflight))
+        .route("/authenticate", post(authenticate).options(preflight))
+        .route("/authorize", post(authorize).options(preflight))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(j0.clone(), authenticate_layer))
         .layer(middleware::from_fn(cors))
@@ -82,15 +82,20 @@ async fn not_found(headers: HeaderMap) -> Response {
     not_found_for(&headers)
 }
 
-async fn home() -> Response {
+/// `GET /`: empty (also `/judge0/` on the main listener, see the server).
+pub async fn home() -> Response {
     empty(StatusCode::OK)
 }
 
-/// Rack::Cors as Judge0 configures it: any origin, header and method.
-async fn cors(req: Request, next: Next) -> Response {
-    let has_origin = req.headers().contains_key(header::ORIGIN);
-    if req.method() == Method::OPTIONS && has_origin {
-        let asked = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+/// A CORS preflight, as Rack::Cors answers it for Judge0 (any origin,
+/// method and header).
+/// An OPTIONS request that is not a preflight is not allowed.
+async fn preflight(headers: HeaderMap) -> Response {
+    if !headers.contains_key(header::ORIGIN) || !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return empty(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+    {
         let mut r = empty(StatusCode::OK);
         let h = r.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -102,8 +107,13 @@ async fn cors(req: Request, next: Next) -> Response {
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
         }
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("7200"));
-        return r;
+        r
     }
+}
+
+/// Rack::Cors as Judge0 configures it: any origin may read the answers.
+async fn cors(req: Request, next: Next) -> Response {
+    let has_origin = req.headers().contains_key(header::ORIGIN);
     let mut r = next.run(req).await;
     if has_origin {
         r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -127,7 +137,8 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 /// `X-Auth-Token` on every route but `/`: 401 with an empty body.
 async fn authenticate_layer(State(j0): State<Arc<Judge0>>, req: Request, next: Next) -> Response {
     let tokens = &j0.config().auth_tokens;
-    if tokens.is_empty() || req.uri().path() == "/" {
+    // The home page, and CORS preflights (which carry no credentials).
+    if tokens.is_empty() || req.uri().path() == "/" || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
     let given = credential(&req, "X-Auth-Token").unwrap_or_default();

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use callback::Cidr;
 pub use evald_state::Retention;
-pub use http::router;
+pub use http::{home, router};
 pub use service::Judge0;
 
 /// The API's settings (Judge0's configuration variables that evald lets an

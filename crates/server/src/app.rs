@@ -44,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/drain"),
     ("post", "/admin/undrain"),
     ("get", "/judge0"),
+    ("get", "/judge0/"),
     ("post", "/judge0/submissions"),
     ("get", "/judge0/submissions"),
     ("post", "/judge0/submissions/batch"),
@@ -91,6 +92,8 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router())
         .merge(api)
         .nest("/judge0", evald_judge0::router(state.judge0().clone()))
+        // A Judge0 client's base URL joined with `/`.
+        .route("/judge0/", get(evald_judge0::home))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))

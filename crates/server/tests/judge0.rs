@@ -62,8 +62,10 @@ async fn about_version_and_text_endpoints() {
         assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{path}");
         assert!(!r.bytes.is_empty());
     }
-    let r = get(&app, "/judge0/").await;
-    assert_eq!((r.status.as_u16(), r.bytes.len()), (200, 0));
+    for home in ["/judge0", "/judge0/"] {
+        let r = get(&app, home).await;
+        assert_eq!((r.status.as_u16(), r.bytes.len()), (200, 0), "{home}");
+    }
 }
 
 #[tokio::test]
@@ -280,6 +282,17 @@ async fn cors_as_rack_cors() {
     assert!(r.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")));
     let r = send_with(&app, "GET", "/judge0/statuses", &[("origin", "https://ide.example")]).await;
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(send_with(&app, "OPTIONS", "/judge0/statuses", &[]).await.status, 405, "not a preflight");
+    // Preflights carry no token.
+    let keyed = evald_server::app(api_state(|c| c.http.keys.insert("k", 0)));
+    let r = send_with(
+        &keyed,
+        "OPTIONS",
+        "/judge0/submissions",
+        &[("origin", "https://ide.example"), ("access-control-request-method", "POST")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
