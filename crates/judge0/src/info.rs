@@ -191,9 +191,9 @@ pub async fn statistics(
         *by_status.entry(s.status_id).or_default() += 1;
     }
     let mut languages: Vec<_> = by_language.into_iter().collect();
-    languages.sort_by(|a, b| b.1.cmp(&a.1));
+    languages.sort_by_key(|l| std::cmp::Reverse(l.1));
     let mut statuses: Vec<_> = by_status.into_iter().collect();
-    statuses.sort_by(|a, b| b.1.cmp(&a.1));
+    statuses.sort_by_key(|s| std::cmp::Reverse(s.1));
     let body = json!({
         "created_at": timestamp(now),
         "cached_until": timestamp(now + STATISTICS_TTL_MS),
