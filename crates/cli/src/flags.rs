@@ -383,4 +383,29 @@ mod tests {
         let bad = parse(&["--slots", "0"]).server_config(Path::new("x")).expect_err("refused");
         assert_eq!(bad.to_string(), "--slots must be at least 1");
     }
+
+    #[test]
+    fn judge0_flags() {
+        let c = parse(&[]).server_config(Path::new("x")).expect("config");
+        assert_eq!(c.judge0.retention, Some(evald_judge0::Judge0Config::DEFAULT_RETENTION));
+        assert!(c.judge0.listen.is_none() && c.judge0.callback_allow.is_empty() && !c.judge0.enable_delete);
+        let a = parse(&[
+            "--judge0-listen",
+            "127.0.0.1:2358",
+            "--judge0-callback-allow",
+            "127.0.0.0/8,10.0.0.0/8",
+            "--judge0-retention-s",
+            "60",
+            "--judge0-retention-count",
+            "5",
+            "--judge0-enable-delete",
+        ]);
+        let j = a.server_config(Path::new("x")).expect("config").judge0;
+        assert_eq!(j.listen, Some("127.0.0.1:2358".parse().expect("addr")));
+        assert_eq!(j.callback_allow.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["127.0.0.0/8", "10.0.0.0/8"]);
+        assert_eq!(j.retention.map(|r| (r.max_age, r.max_count)), Some((Duration::from_secs(60), 5)));
+        assert!(j.enable_delete);
+        let bad = Serve::try_parse_from(["serve", "--judge0-callback-allow", "10.0.0.0/33"]);
+        assert!(bad.is_err(), "a bad range is refused");
+    }
 }
