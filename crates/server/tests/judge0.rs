@@ -559,3 +559,54 @@ async fn non_utf8_output_needs_base64() {
 fn evald_judge0_error_one() -> &'static str {
     "some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter"
 }
+
+#[tokio::test]
+async fn limits_map_to_judge0_statuses() {
+    let app = app();
+    let f = "&fields=status,message,exit_signal,exit_code";
+    let r = run(&app, f, json!({"source_code": "import time; time.sleep(3)", "language_id": 71, "wall_time_limit": 1}))
+        .await;
+    assert_eq!((r["status"]["id"].as_u64(), &r["message"]), (Some(5), &json!("Time limit exceeded (wall clock)")));
+    let r = run(&app, f, json!({"source_code": "print('x' * 100000)", "language_id": 71, "max_file_size": 1})).await;
+    assert_eq!((r["status"]["id"].as_u64(), r["exit_signal"].as_i64()), (Some(8), Some(25)), "{r}");
+    let r = run(&app, f, json!({"source_code": "b = bytearray(400 << 20)", "language_id": 71, "memory_limit": 65536}))
+        .await;
+    assert_eq!((r["status"]["id"].as_u64(), &r["message"]), (Some(12), &json!("Memory limit exceeded")), "{r}");
+    let c = "#include <signal.h>\nint main(void) { raise(SIGFPE); return 0; }";
+    let r = run(&app, f, json!({"source_code": c, "language_id": 50})).await;
+    assert_eq!(
+        (r["status"]["id"].as_u64(), r["exit_signal"].as_i64(), r["exit_code"].as_i64()),
+        (Some(9), Some(8), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn plain_text_executable_forms_and_token_headers() {
+    let app = app();
+    let r = run(&app, "&fields=stdout,status", json!({"source_code": "just text\n", "language_id": 43})).await;
+    assert_eq!(r["stdout"], "just text\n");
+    let exe = evald_judge0::wire::encode64(b"#!/bin/sh\necho \"exe $1\"\n");
+    let r = run(
+        &app,
+        "&fields=stdout,status&base64_encoded=true",
+        json!({"source_code": exe, "language_id": 44,
+        "command_line_arguments": "one"}),
+    )
+    .await;
+    assert_eq!(r["stdout"], b64("exe one\n"), "{r}");
+    // A form body, with fields from the query string too.
+    let r = post_raw(
+        &app,
+        "/judge0/submissions?wait=true&fields=stdout&stdin=Q",
+        "application/x-www-form-urlencoded",
+        b"source_code=print(input())&language_id=71".to_vec(),
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.json()), (201, json!({"stdout": "Q\n"})));
+    let token = run(&app, "&fields=token", json!({"source_code": "print(1)", "language_id": 71})).await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let r = send_with(&app, "GET", "/judge0/submissions/batch?fields=stdout", &[("tokens", token.as_str())]).await;
+    assert_eq!(r.json(), json!({"submissions": [{"stdout": "1\n"}]}), "tokens in a header");
+}
