@@ -218,9 +218,31 @@ impl Serialize for Ordered {
         use serde::ser::SerializeMap;
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
+            m.serialize_entry(k, &IdFirst(v))?;
         }
         m.end()
+    }
+}
+
+/// Nested objects (`status`, `language`) with `id` first, as Judge0 writes
+/// them (`{"id":3,"description":"Accepted"}`).
+struct IdFirst<'a>(&'a Value);
+
+impl Serialize for IdFirst<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            Value::Object(o) => {
+                let mut m = s.serialize_map(Some(o.len()))?;
+                let id = o.get_key_value("id");
+                for (k, v) in id.into_iter().chain(o.iter().filter(|(k, _)| *k != "id")) {
+                    m.serialize_entry(k, &IdFirst(v))?;
+                }
+                m.end()
+            }
+            Value::Array(a) => s.collect_seq(a.iter().map(IdFirst)),
+            other => other.serialize(s),
+        }
     }
 }
 
@@ -322,5 +344,7 @@ mod tests {
         assert_eq!(parse_fields(Some("stderr,stdout")), Ok(vec!["stdout", "stderr"]));
         assert_eq!(parse_fields(Some("x,*")).map(|f| f.len()), Ok(35));
         assert_eq!(parse_fields(None).map(|f| f.len()), Ok(8));
+        let o = Ordered(vec![("status".into(), status_json(3))]);
+        assert_eq!(serde_json::to_string(&o).ok().as_deref(), Some(r#"{"status":{"id":3,"description":"Accepted"}}"#));
     }
 }

@@ -342,6 +342,7 @@ async fn python_run_has_judge0s_exact_shapes() {
     let order: Vec<usize> =
         evald_judge0::wire::FIELDS.iter().map(|f| text.find(&format!("\"{f}\":")).expect(f)).collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "column order: {text}");
+    assert!(text.contains(r#""status":{"id":3,"description":"Accepted"},"language":{"id":71,"name":"#), "{text}");
     assert_eq!(v["stdout"], b64("hello, Alice\n"));
     assert_eq!(v["source_code"], b64("print(f'hello, {input()}')"));
     assert_eq!(
