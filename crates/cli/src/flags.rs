@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use evald_engine::{CapacityConfig, EngineConfig, SandboxConfig};
-use evald_server::{ApiKeys, HttpConfig, RedisSettings, ServerConfig};
+use evald_server::{ApiKeys, HttpConfig, Judge0Settings, RedisSettings, ServerConfig};
 use evald_session::SessionConfig;
 
 const SESSIONS: SessionConfig = SessionConfig::DEFAULT;
@@ -164,6 +164,45 @@ pub struct RedisFlags {
     pub run_queue_reclaim_ms: Option<u64>,
 }
 
+/// The Judge0 API (always under `/judge0` on the main listener).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Judge0 API")]
+pub struct Judge0Flags {
+    /// Also serve the Judge0 API at the root of this address (for clients
+    /// that cannot take a path prefix)
+    #[arg(long, env = "EVALD_JUDGE0_LISTEN")]
+    pub judge0_listen: Option<SocketAddr>,
+    /// Address ranges (CIDR) callbacks may go to although they are loopback,
+    /// private or link-local, e.g. 127.0.0.0/8
+    #[arg(long, env = "EVALD_JUDGE0_CALLBACK_ALLOW", value_delimiter = ',', num_args = 1..)]
+    pub judge0_callback_allow: Vec<evald_judge0::Cidr>,
+    /// Seconds a submission is kept
+    #[arg(long, env = "EVALD_JUDGE0_RETENTION_S", default_value_t = J0_RETENTION.max_age.as_secs())]
+    pub judge0_retention_s: u64,
+    /// Most submissions kept (the oldest go first)
+    #[arg(long, env = "EVALD_JUDGE0_RETENTION_COUNT", default_value_t = J0_RETENTION.max_count)]
+    pub judge0_retention_count: u64,
+    /// Allow DELETE /submissions/{token} (with X-Auth-User: the admin key)
+    #[arg(long, env = "EVALD_JUDGE0_ENABLE_DELETE")]
+    pub judge0_enable_delete: bool,
+}
+
+const J0_RETENTION: evald_judge0::Retention = evald_judge0::Judge0Config::DEFAULT_RETENTION;
+
+impl Judge0Flags {
+    fn settings(&self) -> Judge0Settings {
+        Judge0Settings {
+            listen: self.judge0_listen,
+            callback_allow: self.judge0_callback_allow.clone(),
+            retention: Some(evald_judge0::Retention {
+                max_age: Duration::from_secs(self.judge0_retention_s),
+                max_count: self.judge0_retention_count,
+            }),
+            enable_delete: self.judge0_enable_delete,
+        }
+    }
+}
+
 /// `evald serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -179,6 +218,8 @@ pub struct ServeArgs {
     pub sessions: SessionFlags,
     #[command(flatten)]
     pub redis: RedisFlags,
+    #[command(flatten)]
+    pub judge0: Judge0Flags,
 }
 
 impl SandboxFlags {
@@ -271,6 +312,7 @@ impl ServeArgs {
             http: self.http.config()?,
             redis: self.redis.settings(),
             shutdown_grace: Duration::from_millis(node.shutdown_grace_ms),
+            judge0: self.judge0.settings(),
         })
     }
 }
@@ -340,5 +382,30 @@ mod tests {
         assert_eq!((redis.url.as_str(), redis.namespace.as_str()), ("redis://127.0.0.1:1/0", "evald:"));
         let bad = parse(&["--slots", "0"]).server_config(Path::new("x")).expect_err("refused");
         assert_eq!(bad.to_string(), "--slots must be at least 1");
+    }
+
+    #[test]
+    fn judge0_flags() {
+        let c = parse(&[]).server_config(Path::new("x")).expect("config");
+        assert_eq!(c.judge0.retention, Some(evald_judge0::Judge0Config::DEFAULT_RETENTION));
+        assert!(c.judge0.listen.is_none() && c.judge0.callback_allow.is_empty() && !c.judge0.enable_delete);
+        let a = parse(&[
+            "--judge0-listen",
+            "127.0.0.1:2358",
+            "--judge0-callback-allow",
+            "127.0.0.0/8,10.0.0.0/8",
+            "--judge0-retention-s",
+            "60",
+            "--judge0-retention-count",
+            "5",
+            "--judge0-enable-delete",
+        ]);
+        let j = a.server_config(Path::new("x")).expect("config").judge0;
+        assert_eq!(j.listen, Some("127.0.0.1:2358".parse().expect("addr")));
+        assert_eq!(j.callback_allow.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["127.0.0.0/8", "10.0.0.0/8"]);
+        assert_eq!(j.retention.map(|r| (r.max_age, r.max_count)), Some((Duration::from_secs(60), 5)));
+        assert!(j.enable_delete);
+        let bad = Serve::try_parse_from(["serve", "--judge0-callback-allow", "10.0.0.0/33"]);
+        assert!(bad.is_err(), "a bad range is refused");
     }
 }

@@ -392,8 +392,9 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
     ("state", &["evald-proto"]),
     ("engine", &["evald-proto", "evald-sandbox"]),
     ("session", &["evald-engine", "evald-proto", "evald-state"]),
-    ("server", &["evald-engine", "evald-proto", "evald-session", "evald-state"]),
-    ("cli", &["evald-engine", "evald-sandbox", "evald-server", "evald-session"]),
+    ("judge0", &["evald-engine", "evald-proto", "evald-state"]),
+    ("server", &["evald-engine", "evald-judge0", "evald-proto", "evald-session", "evald-state"]),
+    ("cli", &["evald-engine", "evald-judge0", "evald-sandbox", "evald-server", "evald-session"]),
 ];
 
 /// The `evald-*` names in the `[dependencies]` table of a manifest.

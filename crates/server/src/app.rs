@@ -43,6 +43,28 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("post", "/admin/drain"),
     ("post", "/admin/undrain"),
+    ("get", "/judge0"),
+    ("get", "/judge0/"),
+    ("post", "/judge0/submissions"),
+    ("get", "/judge0/submissions"),
+    ("post", "/judge0/submissions/batch"),
+    ("get", "/judge0/submissions/batch"),
+    ("get", "/judge0/submissions/{token}"),
+    ("delete", "/judge0/submissions/{token}"),
+    ("get", "/judge0/languages"),
+    ("get", "/judge0/languages/all"),
+    ("get", "/judge0/languages/{id}"),
+    ("get", "/judge0/statuses"),
+    ("get", "/judge0/about"),
+    ("get", "/judge0/version"),
+    ("get", "/judge0/isolate"),
+    ("get", "/judge0/license"),
+    ("get", "/judge0/system_info"),
+    ("get", "/judge0/config_info"),
+    ("get", "/judge0/statistics"),
+    ("get", "/judge0/workers"),
+    ("post", "/judge0/authenticate"),
+    ("post", "/judge0/authorize"),
 ];
 
 /// The OpenAPI 3.1 document of the HTTP API.
@@ -69,6 +91,9 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/undrain", post(admin_undrain))
         .merge(web::router())
         .merge(api)
+        .nest("/judge0", evald_judge0::router(state.judge0().clone()))
+        // A Judge0 client's base URL joined with `/`.
+        .route("/judge0/", get(evald_judge0::home))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes()))

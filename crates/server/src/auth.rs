@@ -39,6 +39,11 @@ impl ApiKeys {
         self.keys.insert(key.into(), per_minute);
     }
 
+    /// The keys (the Judge0 API's `X-Auth-Token`s).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.keys().map(String::as_str)
+    }
+
     pub fn limit_of(&self, key: &str) -> Option<u32> {
         self.keys.get(key).copied()
     }

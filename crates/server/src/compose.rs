@@ -9,6 +9,7 @@
 //! | rate limits | `FixedWindow` | `RedisRateLimiter` |
 //! | `wait: false` runs | in memory (`JobStore`) | `ClusterQueue` |
 //! | readiness | the node's phase | and a Redis PING |
+//! | Judge0 submissions | `LocalRecords` under `<data_dir>/judge0` | `RedisRecords` |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 use evald_engine::{Engine, Lifecycle};
 use evald_session::Manager;
-use evald_state::{FixedWindow, LocalStore, Ownership, RateLimiter, Redis, RedisConfig, WorkspaceStore};
+use evald_state::{
+    FixedWindow, LocalRecords, LocalStore, Ownership, RateLimiter, RecordStore, Redis, RedisConfig, WorkspaceStore,
+};
 
 use crate::metrics::Metrics;
 use crate::queue::{ClusterQueue, QueueSettings};
@@ -42,6 +45,7 @@ struct Ports {
     limiter: Arc<dyn RateLimiter>,
     queue: Option<Arc<ClusterQueue>>,
     redis: Option<Redis>,
+    records: Arc<dyn RecordStore>,
 }
 
 /// Builds a node's parts around `engine` (whose capacity follows
@@ -69,8 +73,10 @@ fn assemble(config: &ServerConfig, runner: Arc<Runner>, lifecycle: Lifecycle, po
         background.push(("run queue", Box::pin(queue.clone().run())));
     }
     let engine = runner.engine().clone();
-    let sessions = Manager::new(engine, ports.store, ports.ownership, config.sessions.clone(), lifecycle.clone());
+    let sessions =
+        Manager::new(engine.clone(), ports.store, ports.ownership, config.sessions.clone(), lifecycle.clone());
     background.push(("sessions", Box::pin(sessions.clone().run())));
+    let judge0 = evald_judge0::Judge0::new(engine.clone(), ports.records, judge0_config(config));
     let state = AppState::new(Parts {
         runner,
         sessions,
@@ -79,15 +85,38 @@ fn assemble(config: &ServerConfig, runner: Arc<Runner>, lifecycle: Lifecycle, po
         queue: ports.queue,
         redis: ports.redis,
         http: config.http.clone(),
+        judge0,
     });
     Node { state, background }
+}
+
+/// The Judge0 API's settings: the node's API keys are its `X-Auth-Token`s,
+/// the admin key its `X-Auth-User`.
+fn judge0_config(config: &ServerConfig) -> evald_judge0::Judge0Config {
+    let j = &config.judge0;
+    evald_judge0::Judge0Config {
+        enable_submission_delete: j.enable_delete,
+        callback_allow: j.callback_allow.clone(),
+        retention: j.retention.unwrap_or(evald_judge0::Judge0Config::DEFAULT_RETENTION),
+        auth_tokens: config.http.keys.keys().map(str::to_owned).collect(),
+        authz_token: config.http.admin_key.clone(),
+        ..evald_judge0::Judge0Config::default()
+    }
+}
+
+fn retention(config: &ServerConfig) -> evald_state::Retention {
+    config.judge0.retention.unwrap_or(evald_judge0::Judge0Config::DEFAULT_RETENTION)
 }
 
 /// A single node: its disk and its memory.
 fn local_ports(config: &ServerConfig) -> anyhow::Result<Ports> {
     let dir = config.data_dir.join("sessions");
     let store = LocalStore::new(&dir).with_context(|| format!("opening the session store {}", dir.display()))?;
+    let records_dir = config.data_dir.join("judge0");
+    let records = LocalRecords::open(&records_dir, retention(config))
+        .with_context(|| format!("opening the Judge0 submissions {}", records_dir.display()))?;
     Ok(Ports {
+        records: Arc::new(records),
         store: Arc::new(store),
         ownership: None,
         limiter: Arc::new(FixedWindow::default()),
@@ -123,7 +152,9 @@ async fn redis_ports(
         "shared state and run queue in Redis"
     );
     let queue = ClusterQueue::new(run_queue, queue_settings, runner.clone(), lifecycle.subscribe());
+    let records = redis.records(retention(config)).context("connecting the Judge0 submissions")?;
     Ok(Ports {
+        records: Arc::new(records),
         store: Arc::new(redis.workspace_store()),
         ownership: Some(Arc::new(ownership)),
         limiter: Arc::new(limiter),

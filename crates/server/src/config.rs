@@ -31,6 +31,21 @@ pub struct ServerConfig {
     pub redis: Option<RedisSettings>,
     /// After SIGTERM, how long admitted work may take to finish.
     pub shutdown_grace: Duration,
+    /// The Judge0 API (`/judge0`, and its own listener if given).
+    pub judge0: Judge0Settings,
+}
+
+/// The Judge0 API's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Judge0Settings {
+    /// A listener serving the Judge0 API at its root.
+    pub listen: Option<SocketAddr>,
+    /// Callback addresses allowed although loopback, private or link-local.
+    pub callback_allow: Vec<evald_judge0::Cidr>,
+    /// How long and how many submissions are kept (`None`: the default).
+    pub retention: Option<evald_state::Retention>,
+    /// `DELETE /submissions/{token}` (Judge0's `ENABLE_SUBMISSION_DELETE`).
+    pub enable_delete: bool,
 }
 
 impl ServerConfig {

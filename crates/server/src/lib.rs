@@ -9,7 +9,9 @@
 //! - [`lifecycle`]: drain and shutdown, as the edge drives them.
 //! - [`serve`]: running a node until SIGTERM.
 //!
-//! Architecture invariants: only this crate knows HTTP; it reaches the
+//! The Judge0 API (`crates/judge0`) is nested under `/judge0`.
+//!
+//! Architecture invariants: only this crate and `evald-judge0` know HTTP; it reaches the
 //! sandbox only through the engine, whose capacity admits every box (batch
 //! runs, Piston WebSocket runs and session processes alike), so no async
 //! worker ever blocks on a box and no more boxes run than the node admits.
@@ -37,7 +39,7 @@ mod web;
 
 pub use app::{app, OPENAPI, ROUTES};
 pub use auth::ApiKeys;
-pub use config::{HttpConfig, RedisSettings, ServerConfig};
+pub use config::{HttpConfig, Judge0Settings, RedisSettings, ServerConfig};
 pub use error::{ApiError, Dialect};
 pub use jobs::JobStore;
 pub use serve::{serve, Lingering, LingeringStream, LINGER_BYTES, LINGER_TIME};

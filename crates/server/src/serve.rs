@@ -49,6 +49,23 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
         tracing::info!(agent = %l.local_addr()?, "agent check listening");
         background.push(("agent", Box::pin(agent::serve(l, state.clone()))));
     }
+    if let Some(addr) = config.judge0.listen {
+        let l =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the Judge0 listener {addr}"))?;
+        tracing::info!(judge0 = %l.local_addr()?, "Judge0 API listening");
+        let router = evald_judge0::router(state.judge0().clone())
+            .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes()));
+        let stopped = lifecycle.clone();
+        background.push((
+            "judge0 listener",
+            Box::pin(async move {
+                let served = axum::serve(l, router).with_graceful_shutdown(async move { stopped.stopped().await });
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the Judge0 listener failed");
+                }
+            }),
+        ));
+    }
     let tasks: Vec<_> = background.into_iter().map(|(name, task)| (name, tokio::spawn(task))).collect();
     tracing::info!(listen = %listener.local_addr()?, "serving");
 

@@ -28,6 +28,8 @@ pub struct Parts {
     /// With Redis: readiness also asks it.
     pub redis: Option<Redis>,
     pub http: HttpConfig,
+    /// The Judge0 API.
+    pub judge0: Arc<evald_judge0::Judge0>,
 }
 
 struct Inner {
@@ -76,6 +78,10 @@ impl AppState {
 
     pub fn redis(&self) -> Option<&Redis> {
         self.inner.parts.redis.as_ref()
+    }
+
+    pub fn judge0(&self) -> &Arc<evald_judge0::Judge0> {
+        &self.inner.parts.judge0
     }
 
     pub fn http(&self) -> &HttpConfig {

@@ -56,7 +56,7 @@ async fn openapi_documents_every_route() {
     assert_eq!(documented, routes);
     // every listed route is really served (not the fallback)
     for (method, path) in evald_server::ROUTES {
-        let path = path.replace("{id}", "x").replace("{path}", "a.txt");
+        let path = path.replace("{id}", "x").replace("{path}", "a.txt").replace("{token}", "x");
         let req = axum::http::Request::builder().method(method.to_uppercase().as_str()).uri(&path);
         let r = send(&app, req.body(axum::body::Body::empty()).expect("request")).await;
         let fallback = r.status == 404 && String::from_utf8_lossy(&r.bytes).contains("no route");

@@ -8,6 +8,7 @@
 //! | [`WorkspaceStore`]: session workspaces, written before a write is acknowledged | [`LocalStore`] (host disk) | [`RedisWorkspaceStore`] |
 //! | [`Ownership`]: which node serves a session | none: the node owns all | [`RedisOwnership`] over [`SessionRegistry`] |
 //! | [`RateLimiter`]: per-key request counters | [`FixedWindow`] | [`RedisRateLimiter`] |
+//! | [`RecordStore`]: records by token (Judge0 submissions), bounded by age and count | [`LocalRecords`] (host disk) | [`RedisRecords`] |
 //! | [`RunQueue`]: `wait=false` runs on a Redis Stream, finished by another node if theirs dies | (in-memory runs of the server) | [`RunQueue`] |
 //!
 //! Every Redis key starts with a namespace ([`RedisConfig::namespace`],
@@ -30,6 +31,7 @@ mod ownership;
 mod pool;
 mod queue;
 mod rate;
+mod records;
 mod redis_store;
 mod registry;
 mod workspace;
@@ -43,6 +45,7 @@ pub use local_store::LocalStore;
 pub use ownership::{Ownership, RedisOwnership, OWNERSHIP_TTL};
 pub use queue::{QueueDepth, QueueEntry, RunQueue};
 pub use rate::{FixedWindow, RateDecision, RateLimiter, RedisRateLimiter, WINDOW};
+pub use records::{LocalRecords, RecordPage, RecordStore, RedisRecords, Retention};
 pub use redis_store::{is_unavailable, RedisWorkspaceStore};
 pub use registry::SessionRegistry;
 pub use workspace::{Meta, StoredFile, WorkspaceStore};
@@ -131,6 +134,12 @@ impl Redis {
     /// The shared rate limiter. Must be called within a tokio runtime.
     pub fn rate_limiter(&self) -> Result<RedisRateLimiter, StateError> {
         Ok(RedisRateLimiter::new(self.manager(None)?, self.keys()))
+    }
+
+    /// The shared records (the Judge0 API's submissions), kept as
+    /// `retention` says. Must be called within a tokio runtime.
+    pub fn records(&self, retention: Retention) -> Result<RedisRecords, StateError> {
+        Ok(RedisRecords::new(self.manager(None)?, self.keys(), retention))
     }
 
     /// The session registry. Must be called within a tokio runtime.

@@ -465,3 +465,42 @@ async fn stale_connections_after_a_restart() {
     };
     assert_eq!(d.remaining, 9, "exactly one request counted in the new server: failed attempts count nothing");
 }
+
+/// Judge0 submissions: shared by every node (two handles), listed newest
+/// first, bounded by count, expired by age (a TTL), updated only while
+/// stored.
+#[tokio::test]
+async fn records_are_shared_bounded_and_expire() {
+    use evald_state::{RecordPage, RecordStore, Retention};
+    let server = RedisServer::start();
+    let retention = Retention { max_age: Duration::from_secs(3600), max_count: 3 };
+    let a = Redis::new(server.config().with_namespace("rec:")).expect("client").records(retention).expect("a");
+    let b = Redis::new(server.config().with_namespace("rec:")).expect("client").records(retention).expect("b");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as u64;
+    for (i, t) in ["t-a", "t-b", "t-c", "t-d"].iter().enumerate() {
+        a.insert(t, now - 10_000 + i as u64, t.as_bytes().to_vec()).await.expect("insert");
+    }
+    assert_eq!(b.get("t-a").await.expect("get"), None, "the oldest beyond the count went");
+    assert_eq!(b.get("t-b").await.expect("get"), Some(b"t-b".to_vec()), "another node reads it");
+    assert_eq!(
+        b.list(0, 2).await.expect("list"),
+        RecordPage { bodies: vec![b"t-d".to_vec(), b"t-c".to_vec()], total: 3 }
+    );
+    assert_eq!(b.list(2, 2).await.expect("list").bodies, vec![b"t-b".to_vec()]);
+    assert!(b.update("t-b", b"B".to_vec()).await.expect("update"));
+    assert_eq!(a.get("t-b").await.expect("get"), Some(b"B".to_vec()));
+    assert!(!b.update("t-a", b"A".to_vec()).await.expect("update a gone record"));
+    assert_eq!(a.get("t-a").await.expect("get"), None, "an update does not bring it back");
+    let ttl: i64 = redis::cmd("PTTL").arg("rec:rec:t-b").query(&mut server.raw()).expect("pttl");
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "the age bound is the key's TTL: {ttl}");
+    assert!(a.remove("t-b").await.expect("remove"));
+    assert!(!a.remove("t-b").await.expect("remove again"));
+    assert_eq!(b.list(0, 10).await.expect("list").total, 2);
+    assert_eq!(a.get("../x").await.expect("a bad token"), None);
+    // Records past the age bound are listed no more.
+    let short = Redis::new(server.config().with_namespace("rec:"))
+        .expect("client")
+        .records(Retention { max_age: Duration::from_millis(1), max_count: 3 })
+        .expect("short");
+    assert_eq!(short.list(0, 10).await.expect("list").total, 0);
+}

@@ -56,6 +56,7 @@ fn config(n: u32) -> ServerConfig {
         http: HttpConfig::DEFAULT,
         redis: None,
         shutdown_grace: ServerConfig::DEFAULT_SHUTDOWN_GRACE,
+        judge0: Default::default(),
     }
 }
 
