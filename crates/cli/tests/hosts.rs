@@ -116,7 +116,10 @@ async fn a_second_server_of_one_instance_refuses_and_leaves_the_first_alone() {
     let output = tokio::time::timeout(WAIT, second).await.expect("the second server ends").expect("it ran");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(125), "second server: {stderr}");
-    let expected = format!("instance \"{instance}\" is already running on this host (pid {}", a.child.id().expect("the first node runs"));
+    let expected = format!(
+        "instance \"{instance}\" is already running on this host (pid {}",
+        a.child.id().expect("the first node runs")
+    );
     assert!(stderr.contains(&expected), "second server's error: {stderr}");
     // It made nothing of its own: no state directory.
     assert!(!b_dir.join("state").exists(), "the second server made its state directory");
