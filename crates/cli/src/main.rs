@@ -22,9 +22,10 @@ use flags::{SandboxFlags, ServeArgs};
 #[derive(Parser)]
 #[command(name = "evald", version, about = "Run untrusted code in a hardened Linux sandbox")]
 struct Cli {
-    /// The language catalogue directory (*.toml)
-    #[arg(long, env = "EVALD_LANGUAGES", default_value = "languages", global = true)]
-    languages_dir: PathBuf,
+    /// The language catalogue directory (*.toml) [default: languages, or
+    /// /usr/share/evald/languages for a binary installed in /usr/bin]
+    #[arg(long, env = "EVALD_LANGUAGES", global = true)]
+    languages_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +52,9 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Print the manual page (roff), generated from this command line
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -135,11 +139,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => logging::init(args.node.log_json, "info"),
         _ => logging::init(false, "error"),
     }
-    let languages_dir = cli.languages_dir;
+    let languages_dir = cli.languages_dir.unwrap_or_else(default_languages_dir);
     let result = match cli.command {
         Command::Serve(args) => serve(&args, &languages_dir),
         Command::Run(args) => run::run(*args, &languages_dir),
         Command::Box(args) => bare::run(args),
+        Command::Man => man(),
         Command::Languages { action: None, json } => languages::list(&languages_dir, json),
         Command::Languages { action: Some(LanguagesCommand::Install { ids, all }), .. } => {
             languages::install(&languages_dir, &ids, all)
@@ -166,6 +171,28 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The catalogue of a packaged binary (in /usr/bin) is in /usr/share/evald;
+/// anywhere else (a checkout's target directory) it is `languages` in the
+/// working directory.
+fn default_languages_dir() -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    match exe.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if dir == std::path::Path::new("/usr/bin") => PathBuf::from(PACKAGED_LANGUAGES_DIR),
+        _ => PathBuf::from("languages"),
+    }
+}
+
+/// Where the Debian package puts the catalogue (`[package.metadata.deb]`).
+const PACKAGED_LANGUAGES_DIR: &str = "/usr/share/evald/languages";
+
+/// Writes the manual page of `evald` (its options and subcommands) to stdout.
+fn man() -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(Cli::command()).render(&mut out).context("writing the manual page")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn local_sandbox(args: &SandboxFlags, what: &str, slots: u32) -> Result<(Sandbox, PathBuf)> {

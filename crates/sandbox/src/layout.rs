@@ -203,9 +203,12 @@ pub(crate) fn build_plan(spec: &RunSpec, workspace: bool, uid: u32, pty: bool) -
     ];
     // RLIMIT_NPROC counts every process of the uid on the host: a backstop
     // for a slot's own uid, but boxes in persistent workspaces share one
-    // uid, so for them the pids cgroup alone limits processes.
+    // uid, so for them the pids cgroup alone limits processes. Twice the
+    // cgroup's limit: the cgroup must refuse first, as its event is what
+    // reports the process limit (on Debian 12's 6.1 kernel an equal
+    // RLIMIT_NPROC refused forks first and the limit went unreported).
     if !workspace {
-        rlimits.push(Rlimit { limit: Limit::Processes, value: l.processes.into() });
+        rlimits.push(Rlimit { limit: Limit::Processes, value: u64::from(l.processes) * 2 });
     }
     let program = resolve_program(&spec.program);
     let mut argv = Vec::with_capacity(spec.args.len() + 1);

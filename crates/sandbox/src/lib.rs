@@ -16,6 +16,7 @@
 mod asyncio;
 pub mod cgroup;
 mod drive;
+pub mod instance;
 mod launch;
 mod layout;
 mod outcome;

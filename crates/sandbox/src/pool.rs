@@ -37,6 +37,9 @@ pub(crate) struct Pool {
     /// Set by [`crate::Sandbox::shutdown`]: prepare no more boxes.
     pub(crate) closing: AtomicBool,
     pub(crate) teardowns: Arc<Pending>,
+    /// Held for the pool's life; the last field, so released after the
+    /// pool's drop removed everything of the instance.
+    pub(crate) _instance_lock: crate::instance::InstanceLock,
 }
 
 impl Drop for Pool {

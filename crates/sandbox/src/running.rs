@@ -160,8 +160,10 @@ impl Running {
         let mut facts = self.killed;
         let mut error = None;
         let mut notice = None;
+        let mut payload_rss = None;
         match report {
-            Some(InitReport::Exited { wait_status }) => {
+            Some(InitReport::Exited { wait_status, max_rss }) => {
+                payload_rss = Some(max_rss);
                 if libc::WIFEXITED(wait_status) {
                     facts.exit_code = Some(libc::WEXITSTATUS(wait_status));
                 } else if libc::WIFSIGNALED(wait_status) {
@@ -200,7 +202,7 @@ impl Running {
         let (cpu_time, memory_bytes, process_limit_hit) = match &usage {
             Some(Ok(u)) => {
                 facts.oom_killed = u.oom_killed;
-                (Duration::from_nanos(u.cpu_ns), u.memory_peak_bytes, u.pids_max_hit)
+                (Duration::from_nanos(u.cpu_ns), memory_figure(u.memory_peak_bytes, payload_rss), u.pids_max_hit)
             }
             Some(Err(e)) => {
                 facts.internal_error = true;
@@ -263,5 +265,37 @@ impl Drop for Running {
             self.finished = true;
             self.hand_to_reaper();
         }
+    }
+}
+
+/// The memory figure of a run: the larger of the box cgroup's peak above
+/// the run's start (every process of the box together, what the limit is
+/// enforced on) and the largest resident set of one of its processes
+/// (`ru_maxrss`, which includes the shared library pages it mapped).
+///
+/// The kernel charges a cgroup in per-CPU batches of 64 pages, kept as a
+/// per-CPU stock, so the cgroup's peak is only resolved to 64 pages per CPU
+/// (a small program may charge nothing new at all, and a large one appear up
+/// to that much smaller); the resident set is exact for one process and
+/// never below the init's own (about 1.6 MiB: the program starts on the
+/// init's memory before `execve`). So no program that ran reports 0.
+pub(crate) fn memory_figure(cgroup_peak: u64, payload_rss: Option<u64>) -> u64 {
+    cgroup_peak.max(payload_rss.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_figure;
+
+    #[test]
+    fn the_memory_figure_is_the_larger_of_the_cgroup_peak_and_the_resident_set() {
+        const MIB: u64 = 1 << 20;
+        // Several processes: the cgroup's sum is larger.
+        assert_eq!(memory_figure(40 * MIB, Some(22 * MIB)), 40 * MIB);
+        // A small program the cgroup did not resolve: its resident set.
+        assert_eq!(memory_figure(0, Some(1700 << 10)), 1700 << 10);
+        assert_eq!(memory_figure(20 * MIB - 10_000, Some(21 * MIB)), 21 * MIB);
+        // No report (the box was killed): the cgroup's figure.
+        assert_eq!(memory_figure(64 * MIB, None), 64 * MIB);
     }
 }

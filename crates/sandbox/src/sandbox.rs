@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::cgroup::{CgroupLimits, Cgroups};
 use crate::drive::Capture;
+use crate::instance::{InstanceLock, LOCK_DIR};
 use crate::launch::{self, BoxContext};
 use crate::layout::{base_ops, build_plan, cpath, stdin_bytes};
 use crate::outcome::{Facts, Outcome};
@@ -97,6 +98,8 @@ pub enum SandboxError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
     #[error("the box failed while {0}")]
     Setup(String),
 }
@@ -120,6 +123,9 @@ impl Sandbox {
         if config.slots == 0 {
             return Err(SandboxError::Setup("configuring: at least one slot is needed".into()));
         }
+        // First of all: a second process of this instance must not touch
+        // the first one's state directory, cgroups or boxes.
+        let instance_lock = InstanceLock::acquire(Path::new(LOCK_DIR), &config.instance)?;
         let new_root = config.state_dir.join("root");
         fs::create_dir_all(&new_root).map_err(io_err(format!("creating {}", new_root.display())))?;
         // Only root may look into the state directory: workspaces are
@@ -172,6 +178,7 @@ impl Sandbox {
                 prepared: Mutex::new((0..slots).map(|_| None).collect()),
                 closing: AtomicBool::new(false),
                 teardowns,
+                _instance_lock: instance_lock,
             }),
         };
         for slot in (0..slots).filter(|_| sandbox.inner.config.prepare_ahead) {

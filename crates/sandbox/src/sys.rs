@@ -333,3 +333,17 @@ pub(crate) fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<bool, Err
     }
     Ok(true)
 }
+
+/// The largest resident set (bytes) of this process (`RUSAGE_SELF`) or of
+/// its waited-for descendants (`RUSAGE_CHILDREN`), from `getrusage`; 0 if
+/// the call fails.
+pub(crate) fn max_rss_bytes(who: c_int) -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `getrusage` writes one `rusage` into the buffer it is given.
+    if unsafe { libc::getrusage(who, usage.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: zero-initialised, then filled by the kernel; all plain integers.
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_maxrss).unwrap_or(0).saturating_mul(1024)
+}

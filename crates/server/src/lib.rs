@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 mod native;
+pub mod notify;
 mod piston;
 mod piston_ws;
 pub mod queue;

@@ -27,6 +27,12 @@ const TASKS_END: Duration = Duration::from_secs(5);
 /// How long the teardown of the last boxes may take.
 const BOXES_END: Duration = Duration::from_secs(5);
 
+/// The longest a stop can take after SIGTERM with this drain `grace`, with
+/// room to spare: what the service manager is told to wait (sd_notify).
+fn stop_bound(grace: Duration) -> Duration {
+    grace + CONNECTIONS_CLOSE + Duration::from_secs(1) + TASKS_END + BOXES_END + Duration::from_secs(10)
+}
+
 /// Runs the node with `sandbox` (make it before the async runtime, so that
 /// its zygote is forked from a process with few threads) until SIGTERM or
 /// SIGINT; then drains (see [`crate::lifecycle`]), stops, awaits its
@@ -68,6 +74,7 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
     }
     let tasks: Vec<_> = background.into_iter().map(|(name, task)| (name, tokio::spawn(task))).collect();
     tracing::info!(listen = %listener.local_addr()?, "serving");
+    crate::notify::ready();
 
     // SIGTERM drains first (the same drain as POST /admin/drain), while the
     // listener stays open so balancers see readiness fail and the agent say
@@ -77,6 +84,7 @@ pub async fn serve(config: ServerConfig, sandbox: Sandbox) -> anyhow::Result<()>
         let state = state.clone();
         async move {
             shutdown_signal().await;
+            crate::notify::stopping(stop_bound(grace));
             tracing::info!("draining before exit");
             state.begin_final_drain();
             if !state.drained(grace).await {

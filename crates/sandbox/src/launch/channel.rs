@@ -287,7 +287,7 @@ mod tests {
     fn an_unexpected_message_names_both() {
         let e = ChannelError::UnexpectedMessage {
             expected: "Moved",
-            received: InitReport::Exited { wait_status: 0 }.name(),
+            received: InitReport::Exited { wait_status: 0, max_rss: 0 }.name(),
         };
         assert_eq!(e.to_string(), "expected the message Moved, received Exited");
     }

@@ -176,7 +176,8 @@ fn run_plan(chan: &Channel, ctx: &BoxContext, plan: Plan, mut fds: Vec<OwnedFd>)
     loop {
         match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((reaped, status))) if reaped == pid => {
-                let _ = chan.send_small(&InitReport::Exited { wait_status: status.as_raw() });
+                let max_rss = sys::max_rss_bytes(libc::RUSAGE_CHILDREN);
+                let _ = chan.send_small(&InitReport::Exited { wait_status: status.as_raw(), max_rss });
                 drop(outputs);
                 sys::exit(0);
             }

@@ -43,8 +43,11 @@ pub(crate) enum InitReport {
     /// The init is in the box's cgroups, or the errno of the write that
     /// failed (the init then exits).
     Moved(Result<(), i32>),
-    /// The payload ended with this raw wait status.
-    Exited { wait_status: i32 },
+    /// The payload ended with this raw wait status. `max_rss` is the
+    /// largest resident set of the payload and every process of the box
+    /// the init reaped before it (`getrusage(RUSAGE_CHILDREN)`, bytes; at
+    /// least the init's own, as the payload starts on the init's memory).
+    Exited { wait_status: i32, max_rss: u64 },
     /// A step failed with this errno (the init then exits).
     SetupFailed { step: Step, errno: i32 },
 }
