@@ -612,15 +612,19 @@ async fn plain_text_executable_forms_and_token_headers() {
     assert_eq!(r.json(), json!({"submissions": [{"stdout": "1\n"}]}), "tokens in a header");
 }
 
-/// A `redis-server` of this test on a free loopback port, killed (by its
-/// pid) on drop.
-struct RedisServer(std::process::Child, u16, tempfile::TempDir);
+/// A `redis-server` of this test on a free loopback port (its directory
+/// kept while it runs), killed (by its pid) on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
 
 impl RedisServer {
     fn start() -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = std::process::Command::new("redis-server")
+        let mut child = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())
@@ -637,18 +641,20 @@ impl RedisServer {
                 Some(&buf == b"+PONG\r\n")
             });
             if pong == Some(true) {
-                return RedisServer(child, port, dir);
+                return RedisServer { child, port, _dir: dir };
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not answer");
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -658,7 +664,7 @@ impl Drop for RedisServer {
 async fn with_redis_any_node_answers_any_token() {
     let redis = RedisServer::start();
     let node = |n: u32| {
-        let url = format!("redis://127.0.0.1:{}/", redis.1);
+        let url = format!("redis://127.0.0.1:{}/", redis.port);
         async move {
             let mut config =
                 evald_server::ServerConfig { node: format!("j0-redis-{}-{n}", std::process::id()), ..common_config() };
