@@ -30,7 +30,8 @@ pub struct NodeFlags {
     /// evald-<instance>
     #[arg(long, env = "EVALD_INSTANCE", default_value = SandboxConfig::DEFAULT_INSTANCE)]
     pub instance: String,
-    /// Directory of durable data: the stored session workspaces
+    /// Directory of durable data: the stored session workspaces and Judge0
+    /// submissions
     #[arg(long, env = "EVALD_DATA_DIR", default_value = "/var/lib/evald")]
     pub data_dir: PathBuf,
     /// After SIGTERM, how long admitted work may take to finish, in milliseconds

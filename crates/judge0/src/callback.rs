@@ -179,30 +179,35 @@ impl Callbacks {
         &self.allow
     }
 
-    /// Sends `body` in the background; never waits for the receiver.
-    pub fn send(&self, url: String, body: Vec<u8>) {
+    /// Sends `body` in the background; never waits for the receiver. The
+    /// handle says whether it was delivered (`None`: dropped, the pool is
+    /// full).
+    pub fn send(&self, url: String, body: Vec<u8>) -> Option<tokio::task::JoinHandle<bool>> {
         let Ok(place) = self.queue.clone().try_acquire_owned() else {
             tracing::warn!("callback dropped: too many callbacks pending");
-            return;
+            return None;
         };
         let (agent, workers, tries) = (self.agent.clone(), self.workers.clone(), self.tries);
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             let _place = place;
-            let Ok(_worker) = workers.acquire_owned().await else { return };
+            let Ok(_worker) = workers.acquire_owned().await else { return false };
             let delivered = tokio::task::spawn_blocking(move || {
                 for attempt in 1..=tries {
                     match agent.put(&url).set("Content-Type", "application/json").send_bytes(&body) {
+                        // Any answer is a delivery, as in Judge0.
                         Ok(_) | Err(ureq::Error::Status(..)) => return true,
                         Err(e) => tracing::info!(attempt, error = %e, "callback not delivered"),
                     }
                 }
                 false
             })
-            .await;
-            if !matches!(delivered, Ok(true)) {
+            .await
+            .unwrap_or(false);
+            if !delivered {
                 tracing::warn!("callback given up");
             }
-        });
+            delivered
+        }))
     }
 }
 
@@ -239,5 +244,44 @@ mod tests {
         assert_eq!(host_port("https://h/"), None);
         assert!(check_url("http://127.0.0.1:9/", &[]).is_err());
         assert!(check_url("http://127.0.0.1:9/", &[lo]).is_ok());
+    }
+
+    /// Serves `answer` (or closes without one) to every connection,
+    /// counting them.
+    async fn receiver(answer: Option<&'static [u8]>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/cb", listener.local_addr().expect("addr"));
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                if let Some(a) = answer {
+                    let _ = sock.write_all(a).await;
+                }
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn retries_only_when_no_answer_came() {
+        let lo: Cidr = "127.0.0.0/8".parse().expect("cidr");
+        let callbacks = Callbacks::new(vec![lo], 2, 10);
+        let (url, count) = receiver(None).await;
+        let delivered = callbacks.send(url, b"{}".to_vec()).expect("queued").await.expect("task");
+        assert!(!delivered);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3, "three tries");
+        let (url, count) = receiver(Some(b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n")).await;
+        assert!(callbacks.send(url, b"{}".to_vec()).expect("queued").await.expect("task"), "a 500 is an answer");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "no retry after an answer");
+        // A refused address is never connected to, even if a name resolves to it later.
+        let strict = Callbacks::new(Vec::new(), 1, 10);
+        let (url, count) = receiver(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+        assert!(!strict.send(url, b"{}".to_vec()).expect("queued").await.expect("task"));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

@@ -22,7 +22,8 @@ pub struct ServerConfig {
     pub node: String,
     /// The language catalogue.
     pub languages_dir: PathBuf,
-    /// Durable data: the stored session workspaces (`<data_dir>/sessions`).
+    /// Durable data: the stored session workspaces (`<data_dir>/sessions`)
+    /// and Judge0 submissions (`<data_dir>/judge0`).
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub sessions: SessionConfig,

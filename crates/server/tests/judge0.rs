@@ -611,3 +611,107 @@ async fn plain_text_executable_forms_and_token_headers() {
     let r = send_with(&app, "GET", "/judge0/submissions/batch?fields=stdout", &[("tokens", token.as_str())]).await;
     assert_eq!(r.json(), json!({"submissions": [{"stdout": "1\n"}]}), "tokens in a header");
 }
+
+/// A `redis-server` of this test on a free loopback port (its directory
+/// kept while it runs), killed (by its pid) on drop.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        // Bounded: wait until it answers PING.
+        for _ in 0..400 {
+            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"PING\r\n").ok()?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf).ok()?;
+                Some(&buf == b"+PONG\r\n")
+            });
+            if pong == Some(true) {
+                return RedisServer { child, port, _dir: dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not answer");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With Redis, submissions are records there: a token made on one node is
+/// answered by another, and listed by both.
+#[tokio::test]
+async fn with_redis_any_node_answers_any_token() {
+    let redis = RedisServer::start();
+    let node = |n: u32| {
+        let url = format!("redis://127.0.0.1:{}/", redis.port);
+        async move {
+            let mut config =
+                evald_server::ServerConfig { node: format!("j0-redis-{}-{n}", std::process::id()), ..common_config() };
+            config.redis = Some(evald_server::RedisSettings {
+                url,
+                namespace: "j0test:".into(),
+                run_queue_depth: 10,
+                run_queue_reclaim: None,
+            });
+            config.http.admin_key = Some("admin".into());
+            let lifecycle = evald_engine::Lifecycle::new();
+            let engine = std::sync::Arc::new(evald_engine::Engine::without_sandbox(
+                2,
+                languages(),
+                config.engine.clone(),
+                &lifecycle,
+            ));
+            let node = evald_server::compose::compose(&config, engine, lifecycle).await.expect("composes with Redis");
+            evald_server::app(node.state)
+        }
+    };
+    let (a, b) = (node(1).await, node(2).await);
+    let made = run(&a, "&fields=token,status", json!({"source_code": "print(1)", "language_id": 71})).await;
+    let token = made["token"].as_str().expect("token");
+    let r = get(&b, &format!("/judge0/submissions/{token}?fields=token,status,language_id")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"token": token, "language_id": 71, "status": {"id": 13, "description": "Internal Error"}})
+    );
+    let listed = send_with(&b, "GET", "/judge0/submissions?fields=token", &[("X-Auth-User", "admin")]).await.json();
+    assert_eq!(listed["submissions"], json!([{"token": token}]));
+    assert_eq!(listed["meta"]["total_count"], 1);
+}
+
+fn common_config() -> evald_server::ServerConfig {
+    evald_server::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        agent_listen: None,
+        node: String::new(),
+        languages_dir: LANGUAGES_DIR.into(),
+        data_dir: std::env::temp_dir().join(format!("evald-j0-redis-{}", std::process::id())),
+        engine: evald_engine::EngineConfig::new(64 << 30),
+        sessions: evald_session::SessionConfig::DEFAULT,
+        http: evald_server::HttpConfig::DEFAULT,
+        redis: None,
+        shutdown_grace: evald_server::ServerConfig::DEFAULT_SHUTDOWN_GRACE,
+        judge0: Default::default(),
+    }
+}
