@@ -31,6 +31,8 @@ fn post(agent: &ureq::Agent, base: &str, f: &LanguageFile) -> Result<Duration> {
     let t = hello(f)?;
     let body = serde_json::json!({
         "language": f.id, "files": [{"path": f.main, "content": t.source}], "stdin": t.stdin,
+        // Generous wall limits: a loaded machine must slow the figures, not fail them.
+        "limits": {"compile": {"wall_ms": 60000}, "run": {"wall_ms": 20000}},
     });
     let start = Instant::now();
     let text = agent

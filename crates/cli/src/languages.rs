@@ -73,7 +73,7 @@ pub fn install(dir: &Path, ids: &[String], all: bool) -> Result<ExitCode> {
     if !debs.is_empty() {
         let lock = format!("DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}");
         step(&format!("apt-get update (waiting up to {APT_LOCK_TIMEOUT_S} s for another apt or dpkg to finish)"));
-        run(Command::new("apt-get").args(["-o", &lock, "update"]))?;
+        apt_update(&lock)?;
         step(&format!("apt-get install: {} Debian packages for {} languages", debs.len(), chosen.len()));
         run(Command::new("apt-get")
             .args(["-o", &lock, "install", "-y", "--no-install-recommends"])
@@ -101,6 +101,34 @@ pub fn install(dir: &Path, ids: &[String], all: bool) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `apt-get update`, waiting while another process holds the package lists'
+/// lock: apt 2.6 applies `DPkg::Lock::Timeout` to the dpkg lock that
+/// `install` takes, not to the lists lock of `update`, which fails at once.
+fn apt_update(lock: &str) -> Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(APT_LOCK_TIMEOUT_S.into());
+    loop {
+        let out = Command::new("apt-get")
+            .args(["-o", lock, "update"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .context("starting apt-get update")?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            eprint!("{stderr}");
+            return Ok(());
+        }
+        if !stderr.contains("Could not get lock") || Instant::now() >= deadline {
+            eprint!("{stderr}");
+            bail!("apt-get update failed with {}", out.status);
+        }
+        step("another apt holds the package lists lock; waiting");
+        // Polling: the lock is another program's, with no event to await.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 /// Runs a language's `prepare` commands in a scratch directory that holds

@@ -118,6 +118,9 @@ enum BenchCommand {
         /// Skip the every-language table
         #[arg(long)]
         slow_only: bool,
+        /// Only these language ids (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Cluster throughput: Redis, HAProxy (the shipped configuration) and 1,
     /// 2, 3 `evald serve` nodes on 127.0.0.11/12/13; Python hello world at
@@ -154,8 +157,8 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Session { keystrokes, sessions } } => {
             bench_session(keystrokes, sessions, &languages_dir)
         }
-        Command::Bench { what: BenchCommand::Languages { warm, rounds, before, slow_only } } => {
-            bench_languages(&languages_dir, before.as_deref(), warm, rounds, slow_only)
+        Command::Bench { what: BenchCommand::Languages { warm, rounds, before, slow_only, only } } => {
+            bench_languages(&languages_dir, before.as_deref(), warm, rounds, slow_only, &only)
         }
         Command::Bench { what: BenchCommand::Cluster { requests, haproxy_cfg } } => {
             bench::cluster(&languages_dir, &haproxy_cfg, requests).map(|()| ExitCode::SUCCESS)
@@ -245,14 +248,19 @@ fn bench_languages(
     warm: usize,
     rounds: usize,
     slow_only: bool,
+    only: &[String],
 ) -> Result<ExitCode> {
-    let after_langs = bench_languages::installed(languages)?;
+    let keep = |mut v: Vec<std::sync::Arc<evald_engine::Language>>| {
+        v.retain(|l| only.is_empty() || only.contains(&l.spec.id));
+        v
+    };
+    let after_langs = keep(bench_languages::installed(languages)?);
     let server = BenchServer::start(languages, &[("EVALD_SLOTS", "4")])?;
     if !slow_only {
         bench_languages::all(&server.base, &after_langs, warm)?;
     }
     if let Some(dir) = before {
-        let before_langs = bench_languages::installed(dir)?;
+        let before_langs = keep(bench_languages::installed(dir)?);
         let pid = std::process::id();
         let state = format!("/tmp/evald-bench-before-{pid}");
         let old = BenchServer::start(

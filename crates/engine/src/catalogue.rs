@@ -317,6 +317,16 @@ expected = "hello, world\n"
     }
 
     #[test]
+    fn prepare_commands_are_parsed_and_must_be_absolute() {
+        let ok = PY.replace("[tests.hello]", "prepare = [[\"/usr/bin/true\", \"{main}\"]]\n[tests.hello]");
+        let c = Catalogue::parse([("a.toml", ok.as_str())]).expect("parses");
+        assert_eq!(c.files[0].prepare, vec![vec!["/usr/bin/true".to_owned(), "{main}".to_owned()]]);
+        let rel = PY.replace("[tests.hello]", "prepare = [[\"true\"]]\n[tests.hello]");
+        let err = Catalogue::parse([("a.toml", rel.as_str())]).expect_err("relative");
+        assert_eq!(err.to_string(), "a.toml: prepare commands must be non-empty and start with an absolute path");
+    }
+
+    #[test]
     fn versions_are_found_in_tool_output() {
         assert_eq!(parse_version("Python 3.11.2"), Some(semver::Version::new(3, 11, 2)));
         assert_eq!(parse_version("go version go1.19.8 linux/amd64"), Some(semver::Version::new(1, 19, 8)));

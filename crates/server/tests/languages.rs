@@ -45,7 +45,7 @@ async fn every_installed_language_passes_its_test_programs() {
     let only: Option<Vec<String>> =
         std::env::var("EVALD_TEST_LANGUAGES").ok().map(|s| s.split(',').map(str::to_owned).collect());
     let installed: Vec<_> =
-        languages().into_iter().filter(|l| only.as_ref().map_or(true, |o| o.contains(&l.spec.id))).collect();
+        languages().into_iter().filter(|l| only.as_ref().is_none_or(|o| o.contains(&l.spec.id))).collect();
     eprintln!("{} installed: {:?}", installed.len(), installed.iter().map(|l| l.spec.id.as_str()).collect::<Vec<_>>());
     assert!(!installed.is_empty(), "no language is installed");
     let app = evald_server::app(state(UIDS, 2, |_| {}));
