@@ -121,7 +121,7 @@ done("systemctl start reaches ready through notify; leaf cgroup", t)
 t = time.monotonic()
 r = execute("print(6 * 7)\n")
 check(r["run"]["stdout"] == "42\n" and r["run"]["code"] == 0, f"code runs: {r}")
-r = execute("b = []\nwhile True:\n    b.append(bytearray(8 << 20))\n", memory=64 << 20)
+r = execute("b = []\nwhile True:\n    b.append(bytearray(8 << 20))\n", memory=64 << 20, run_timeout=30000)
 check(r["run"]["status"] == "SG" and r["run"]["message"] == "Memory limit exceeded", f"OOM bomb verdict: {r}")
 check(prop("ActiveState") == "active" and prop("MainPID") == main_pid and prop("NRestarts") == "0",
       "the service survived the OOM bomb")

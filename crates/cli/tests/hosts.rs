@@ -207,6 +207,9 @@ async fn five_languages_and_two_bombs_through_the_piston_api() {
 
     let mut oom = program("python", "main.py", "b = []\nwhile True:\n    b.append(bytearray(8 << 20))\n");
     oom["run_memory_limit"] = json!(64 << 20);
+    // Time enough for the memory limit to come first under emulation too.
+    oom["run_timeout"] = json!(30_000);
+    oom["run_cpu_time"] = json!(30_000);
     let answer = node.execute(oom).await;
     assert_eq!(answer["run"]["status"], "SG", "{answer}");
     assert_eq!(answer["run"]["message"], "Memory limit exceeded", "{answer}");
@@ -214,11 +217,14 @@ async fn five_languages_and_two_bombs_through_the_piston_api() {
     // Every process forks until the pids limit refuses; each then fails.
     let fork_bomb = "import os\nwhile True:\n    os.fork()\n";
     let started = std::time::Instant::now();
-    let answer = node.execute(program("python", "main.py", fork_bomb)).await;
+    let mut bomb = program("python", "main.py", fork_bomb);
+    bomb["run_timeout"] = json!(30_000);
+    bomb["run_cpu_time"] = json!(30_000);
+    let answer = node.execute(bomb).await;
     assert_eq!(answer["run"]["status"], "RE", "{answer}");
     assert_eq!(answer["run"]["code"], 1, "{answer}");
     assert!(answer["run"]["stderr"].as_str().unwrap_or("").contains("BlockingIOError"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(30), "the fork bomb took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(60), "the fork bomb took {:?}", started.elapsed());
 
     let answer = node.execute(program("python", "main.py", "print('still here')\n")).await;
     assert_eq!(answer["run"]["stdout"], "still here\n", "{answer}");

@@ -101,9 +101,9 @@ mod tests {
 
     #[test]
     fn a_second_lock_of_one_name_is_refused_and_names_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = InstanceLock::acquire(dir.path(), "a").unwrap();
-        let err = InstanceLock::acquire(dir.path(), "a").unwrap_err();
+        let dir = tempfile::tempdir().expect("test step");
+        let first = InstanceLock::acquire(dir.path(), "a").expect("test step");
+        let err = InstanceLock::acquire(dir.path(), "a").expect_err("refused");
         match &err {
             InstanceError::Running { instance, holder, path } => {
                 assert_eq!(instance, "a");
@@ -113,16 +113,16 @@ mod tests {
             other => panic!("expected Running, got {other:?}"),
         }
         // Another name is independent.
-        let other = InstanceLock::acquire(dir.path(), "b").unwrap();
+        let other = InstanceLock::acquire(dir.path(), "b").expect("test step");
         drop(first);
-        let again = InstanceLock::acquire(dir.path(), "a").unwrap();
+        let again = InstanceLock::acquire(dir.path(), "a").expect("test step");
         assert_eq!(again.path(), dir.path().join("a.lock"));
         drop(other);
     }
 
     #[test]
     fn bad_names_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test step");
         for name in ["", "..", "a/b"] {
             assert!(matches!(InstanceLock::acquire(dir.path(), name), Err(InstanceError::Io { .. })), "{name:?}");
         }

@@ -202,7 +202,11 @@ impl Running {
         let (cpu_time, memory_bytes, process_limit_hit) = match &usage {
             Some(Ok(u)) => {
                 facts.oom_killed = u.oom_killed;
-                (Duration::from_nanos(u.cpu_ns), memory_figure(u.memory_peak_bytes, payload_rss), u.pids_max_hit)
+                (
+                    Duration::from_nanos(u.cpu_ns),
+                    memory_figure(u.memory_peak_bytes, payload_rss, self.limits.memory_bytes),
+                    u.pids_max_hit,
+                )
             }
             Some(Err(e)) => {
                 facts.internal_error = true;
@@ -278,9 +282,11 @@ impl Drop for Running {
 /// (a small program may charge nothing new at all, and a large one appear up
 /// to that much smaller); the resident set is exact for one process and
 /// never below the init's own (about 1.6 MiB: the program starts on the
-/// init's memory before `execve`). So no program that ran reports 0.
-pub(crate) fn memory_figure(cgroup_peak: u64, payload_rss: Option<u64>) -> u64 {
-    cgroup_peak.max(payload_rss.unwrap_or(0))
+/// init's memory before `execve`). So no program that ran reports 0. The
+/// resident set also counts shared pages charged elsewhere, so it is capped
+/// at the memory limit (an OOM-killed program reports at most its limit).
+pub(crate) fn memory_figure(cgroup_peak: u64, payload_rss: Option<u64>, limit: u64) -> u64 {
+    cgroup_peak.max(payload_rss.unwrap_or(0).min(limit))
 }
 
 #[cfg(test)]
@@ -291,11 +297,13 @@ mod tests {
     fn the_memory_figure_is_the_larger_of_the_cgroup_peak_and_the_resident_set() {
         const MIB: u64 = 1 << 20;
         // Several processes: the cgroup's sum is larger.
-        assert_eq!(memory_figure(40 * MIB, Some(22 * MIB)), 40 * MIB);
+        assert_eq!(memory_figure(40 * MIB, Some(22 * MIB), 64 * MIB), 40 * MIB);
         // A small program the cgroup did not resolve: its resident set.
-        assert_eq!(memory_figure(0, Some(1700 << 10)), 1700 << 10);
-        assert_eq!(memory_figure(20 * MIB - 10_000, Some(21 * MIB)), 21 * MIB);
+        assert_eq!(memory_figure(0, Some(1700 << 10), 64 * MIB), 1700 << 10);
+        assert_eq!(memory_figure(20 * MIB - 10_000, Some(21 * MIB), 64 * MIB), 21 * MIB);
+        // Shared pages on top of an OOM-killed program: at most the limit.
+        assert_eq!(memory_figure(64 * MIB - 4096, Some(72 * MIB), 64 * MIB), 64 * MIB);
         // No report (the box was killed): the cgroup's figure.
-        assert_eq!(memory_figure(64 * MIB, None), 64 * MIB);
+        assert_eq!(memory_figure(64 * MIB, None, 64 * MIB), 64 * MIB);
     }
 }

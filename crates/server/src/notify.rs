@@ -53,18 +53,18 @@ mod tests {
 
     #[test]
     fn a_datagram_reaches_a_path_socket() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test step");
         let path = dir.path().join("notify");
-        let server = UnixDatagram::bind(&path).unwrap();
+        let server = UnixDatagram::bind(&path).expect("test step");
         // The variable is process-wide; this is the only test that sets it.
         std::env::set_var("NOTIFY_SOCKET", &path);
-        assert!(notify("READY=1").unwrap());
+        assert!(notify("READY=1").expect("test step"));
         let mut buf = [0u8; 64];
-        let n = server.recv(&mut buf).unwrap();
+        let n = server.recv(&mut buf).expect("test step");
         assert_eq!(&buf[..n], b"READY=1");
         std::env::set_var("NOTIFY_SOCKET", "relative");
-        assert_eq!(notify("READY=1").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(notify("READY=1").expect_err("refused").kind(), io::ErrorKind::InvalidInput);
         std::env::remove_var("NOTIFY_SOCKET");
-        assert!(!notify("READY=1").unwrap());
+        assert!(!notify("READY=1").expect("test step"));
     }
 }
