@@ -81,6 +81,13 @@ impl Guest {
     }
 }
 
+/// A failed assertion leaves no guest running.
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
 /// The package `scripts/package` built (built now if missing).
 fn package() -> PathBuf {
     let find = || {
