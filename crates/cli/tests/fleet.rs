@@ -178,7 +178,9 @@ fn inventory(guests: &[Guest; 2], socket: &Path, key: &str) -> String {
     )
 }
 
-/// Runs a playbook of deploy/ansible; (success, output).
+/// Runs a playbook of deploy/ansible on the evald nodes only (never on the
+/// host: HAProxy and Redis here are the test's own processes); (success,
+/// output).
 fn playbook(dir: &Path, playbook: &str, deb: &Path, summary: &Path) -> (bool, String) {
     let venv = format!("{ROOT}/target/deploy-venv/bin");
     let out = std::process::Command::new(format!("{venv}/ansible-playbook"))
@@ -189,6 +191,7 @@ fn playbook(dir: &Path, playbook: &str, deb: &Path, summary: &Path) -> (bool, St
         .args(["-i"])
         .arg(dir.join("inventory.yml"))
         .arg(playbook)
+        .args(["--limit", "evald_nodes"])
         .arg("-e")
         .arg(format!("evald_deb={}", deb.display()))
         .output()
