@@ -88,20 +88,17 @@ impl Drop for Guest {
     }
 }
 
-/// The package `scripts/package` built (built now if missing).
+/// The package of this tree, built by `scripts/package` (a release build
+/// that is up to date costs nothing).
 fn package() -> PathBuf {
-    let find = || {
-        std::fs::read_dir(format!("{ROOT}/target/debian")).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-            p.extension().is_some_and(|x| x == "deb")
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("evald_"))
-        })
-    };
-    if let Some(p) = find() {
-        return p;
-    }
-    let status = std::process::Command::new(format!("{ROOT}/scripts/package")).status().expect("scripts/package");
-    assert!(status.success(), "scripts/package: {status}");
-    find().expect("scripts/package made target/debian/evald_*.deb")
+    let out = std::process::Command::new(format!("{ROOT}/scripts/package"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/package runs");
+    assert!(out.status.success(), "scripts/package: {}", out.status);
+    let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    assert!(path.ends_with(".deb"), "scripts/package prints the package's path, got {path:?}");
+    PathBuf::from(ROOT).join(path)
 }
 
 fn run(cmd: &mut std::process::Command) {
