@@ -110,6 +110,7 @@ pub const IDS: &[(&str, &[u32])] = &[
     ("tinyscheme", &[4053]),
     ("vhdl", &[4054]),
     ("yash", &[4055]),
+    ("original-awk", &[4056]),
 ];
 
 pub const PLAIN_TEXT: u32 = 43;
