@@ -198,6 +198,20 @@ fn playbook(dir: &Path, playbook: &str, deb: &Path, summary: &Path) -> (bool, St
     (out.status.success(), text)
 }
 
+/// Where the last run's figures and rollout summaries are kept (they are
+/// the closing figures of a run; the test's own output is captured).
+const KEPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/fleet-lab");
+
+/// Prints a figure and keeps it in `KEPT/figures.txt`.
+fn figure(line: String) {
+    eprintln!("{line}");
+    use std::io::Write as _;
+    let _ = std::fs::create_dir_all(KEPT);
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(format!("{KEPT}/figures.txt")) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 /// Batch runs through HAProxy until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -278,7 +292,8 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     for g in &guests {
         g.boot(redis_port);
     }
-    eprintln!("two systemd guests up after {:?}", started.elapsed());
+    let _ = std::fs::remove_file(format!("{KEPT}/figures.txt"));
+    figure(format!("two systemd guests up after {:?}", started.elapsed()));
 
     let haproxy = HaProxy::start_at(
         &format!("{ROOT}/deploy/haproxy/haproxy.cfg"),
@@ -298,7 +313,7 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     let t = Instant::now();
     let (ok, out) = playbook(dir.path(), "site.yml", &n, &dir.path().join("site.md"));
     assert!(ok, "site.yml installs N:\n{out}");
-    eprintln!("site.yml (N on both nodes) took {:?}", t.elapsed());
+    figure(format!("site.yml (N on both nodes) took {:?}", t.elapsed()));
     for name in ["n1", "n2"] {
         until_up(&haproxy, name).await;
     }
@@ -310,12 +325,13 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     let summary = dir.path().join("rollout-n1.md");
     let (ok, out) = playbook(dir.path(), "rolling.yml", &n1, &summary);
     assert!(ok, "rolling.yml deploys N+1:\n{out}");
-    eprintln!("rolling.yml N -> N+1 took {:?}", t.elapsed());
+    figure(format!("rolling.yml N -> N+1 took {:?}; {} requests ok so far", t.elapsed(), load.ok()));
     for g in &guests {
         assert_eq!(g.version(), v2, "{} runs N+1", g.name);
     }
     let text = std::fs::read_to_string(&summary).expect("the summary is kept on the control machine");
     eprintln!("{text}");
+    let _ = std::fs::copy(&summary, format!("{KEPT}/rollout-n1.md"));
     for want in
         ["## node1", "## node2", "Drain the node (POST /admin/drain)", "Smoke run of real code on this node alone"]
     {
@@ -331,7 +347,8 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     let node2_started = guests[1].started_at();
     let t = Instant::now();
     let (ok, out) = playbook(dir.path(), "rolling.yml", &broken, &dir.path().join("rollout-broken.md"));
-    eprintln!("rolling.yml N+1 -> broken N+2 took {:?}", t.elapsed());
+    figure(format!("rolling.yml N+1 -> broken N+2 took {:?}", t.elapsed()));
+    let _ = std::fs::copy(dir.path().join("rollout-broken.md"), format!("{KEPT}/rollout-broken.md"));
     assert!(!ok, "the play fails");
     assert!(
         out.contains("evald rollout stopped: host node1 failed at step")
@@ -348,7 +365,7 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     until("the load to go on", || async { (load.ok() >= before + 4).then_some(()) }).await;
 
     let (done, failures) = load.finish().await;
-    eprintln!("batch requests through HAProxy: {done} ok, {} failed", failures.len());
+    figure(format!("batch requests through HAProxy: {done} ok, {} failed", failures.len()));
     assert!(failures.is_empty(), "{} requests failed: {:#?}", failures.len(), &failures[..failures.len().min(10)]);
     drop(guests);
     haproxy.stop().await;
