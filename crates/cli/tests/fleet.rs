@@ -22,15 +22,12 @@
 //! scripts install and build what is missing) and the Ansible venv of
 //! `scripts/deploy-check`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod procs;
-use procs::{free_port, http, until, HaProxy, RedisServer, ROOT};
+use procs::{free_port, until, HaProxy, Load, RedisServer, ROOT};
 
 /// A guest of the lab: its SSH port and the host ports forwarded to its
 /// evald listener and agent.
@@ -212,56 +209,6 @@ fn figure(line: String) {
     }
 }
 
-/// Batch runs through HAProxy until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(front: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let body = r#"{"language":"python","version":"*","files":[{"content":"print(6*7)"}]}"#;
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let t = Instant::now();
-                        match http(front, "POST", "/api/v2/execute", &[], body).await {
-                            Some((200, b)) if b.contains(r#""stdout":"42\n""#) => {
-                                ok.fetch_add(1, Ordering::SeqCst);
-                            }
-                            other => failures.lock().expect("lock").push(format!("after {:?}: {other:?}", t.elapsed())),
-                        }
-                        // A bounded rate: the guests run under emulation.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                })
-            })
-            .collect();
-        Load { stop, ok, failures, tasks }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::SeqCst)
-    }
-
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let (ok, failures) = (self.ok.clone(), self.failures.clone());
-        for t in self.tasks {
-            t.await.expect("load task");
-        }
-        let failures = failures.lock().expect("lock").clone();
-        (ok.load(Ordering::SeqCst), failures)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_without_a_failed_request() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -317,7 +264,8 @@ async fn the_rolling_playbook_upgrades_a_fleet_and_rolls_a_broken_canary_back_wi
     for name in ["n1", "n2"] {
         until_up(&haproxy, name).await;
     }
-    let load = Load::start(haproxy.front, 2);
+    // A bounded rate: the guests run under emulation.
+    let load = Load::start(haproxy.front, 2, Duration::from_millis(100));
     until("the load to run", || async { (load.ok() >= 4).then_some(()) }).await;
 
     // N to N+1.

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 mod procs;
 use evald_testkit::uids;
-use procs::{http, until, ClusterNode, HaProxy, RedisServer, WAIT};
+use procs::{http, until, ClusterNode, HaProxy, Load, RedisServer, WAIT};
 
 /// The tests of this file each run a cluster; one at a time on 2 cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -129,54 +129,6 @@ fn log_tails(dir: &Path) -> String {
 // ---------------------------------------------------------------------------
 // Batch load
 // ---------------------------------------------------------------------------
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// `clients` tasks posting Piston Python runs through HAProxy.
-    fn start(front: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let body = r#"{"language":"python","version":"*","files":[{"content":"print('hello')"}]}"#;
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let t = Instant::now();
-                        match http(front, "POST", "/api/v2/execute", &[], body).await {
-                            Some((200, b)) if b.contains(r#""stdout":"hello\n""#) => {
-                                ok.fetch_add(1, Ordering::SeqCst);
-                            }
-                            other => failures.lock().expect("lock").push(format!("after {:?}: {other:?}", t.elapsed())),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, ok, failures, tasks }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::SeqCst)
-    }
-
-    /// Stops the clients; (successful requests, failures).
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            t.await.expect("load task");
-        }
-        let failures = self.failures.lock().expect("lock").clone();
-        (self.ok.load(Ordering::SeqCst), failures)
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Session clients
@@ -466,7 +418,7 @@ async fn rolling_restart(balancer: Balancer, blocks: [u32; 3]) {
     let clients = open_sessions(front, 6, 0, &stop).await;
     until_all_connected(&cluster, &clients, 6).await;
     eprintln!("session clients per node before: {:?}", cluster.clients_per_node().await);
-    let load = Load::start(front, 3);
+    let load = Load::start(front, 3, Duration::ZERO);
     until("the load to run", || async { (load.ok() >= 6).then_some(()) }).await;
 
     for i in 0..3 {
@@ -568,7 +520,7 @@ async fn sigkill_of_a_node_moves_its_sessions_within_seconds_with_their_files() 
     let stop = Arc::new(AtomicBool::new(false));
     let clients = open_sessions(front, 6, 0, &stop).await;
     until_all_connected(&cluster, &clients, 6).await;
-    let load = Load::start(front, 3);
+    let load = Load::start(front, 3, Duration::ZERO);
     until("the load to run", || async { (load.ok() >= 6).then_some(()) }).await;
 
     // The node holding the most session clients dies.

@@ -337,3 +337,62 @@ pub async fn runtime_api(socket: &Path, command: &str) -> Option<String> {
     stream.read_to_string(&mut out).await.ok()?;
     Some(out)
 }
+
+// ---------------------------------------------------------------------------
+// Batch load
+// ---------------------------------------------------------------------------
+
+/// Clients posting Piston Python runs through a front (HAProxy) until
+/// stopped; every answer that is not the program's output is a failure.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `clients` tasks, each waiting `pause` between its requests.
+    pub fn start(front: SocketAddr, clients: usize, pause: Duration) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let body = r#"{"language":"python","version":"*","files":[{"content":"print('hello')"}]}"#;
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let t = std::time::Instant::now();
+                        match http(front, "POST", "/api/v2/execute", &[], body).await {
+                            Some((200, b)) if b.contains(r#""stdout":"hello\n""#) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => failures.lock().expect("lock").push(format!("after {:?}: {other:?}", t.elapsed())),
+                        }
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, ok, failures, tasks }
+    }
+
+    /// Successful requests so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the clients; (successful requests, failures).
+    pub async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        (self.ok.load(std::sync::atomic::Ordering::SeqCst), failures)
+    }
+}
