@@ -186,6 +186,11 @@ pub struct Judge0Flags {
     /// Allow DELETE /submissions/{token} (with X-Auth-User: the admin key)
     #[arg(long, env = "EVALD_JUDGE0_ENABLE_DELETE")]
     pub judge0_enable_delete: bool,
+    /// Most submissions waiting for this node's capacity (Judge0's
+    /// MAX_QUEUE_SIZE); more answer 503 "queue is full". A cluster's
+    /// wait=false submissions are bounded by --run-queue-depth instead
+    #[arg(long, env = "EVALD_JUDGE0_MAX_QUEUE_SIZE", default_value_t = evald_judge0::Judge0Config::DEFAULT_MAX_QUEUE_SIZE)]
+    pub judge0_max_queue_size: usize,
 }
 
 const J0_RETENTION: evald_judge0::Retention = evald_judge0::Judge0Config::DEFAULT_RETENTION;
@@ -200,6 +205,7 @@ impl Judge0Flags {
                 max_count: self.judge0_retention_count,
             }),
             enable_delete: self.judge0_enable_delete,
+            max_queue_size: self.judge0_max_queue_size,
         }
     }
 }
@@ -390,6 +396,7 @@ mod tests {
         let c = parse(&[]).server_config(Path::new("x")).expect("config");
         assert_eq!(c.judge0.retention, Some(evald_judge0::Judge0Config::DEFAULT_RETENTION));
         assert!(c.judge0.listen.is_none() && c.judge0.callback_allow.is_empty() && !c.judge0.enable_delete);
+        assert_eq!(c.judge0.max_queue_size, 100);
         let a = parse(&[
             "--judge0-listen",
             "127.0.0.1:2358",
@@ -400,12 +407,15 @@ mod tests {
             "--judge0-retention-count",
             "5",
             "--judge0-enable-delete",
+            "--judge0-max-queue-size",
+            "3",
         ]);
         let j = a.server_config(Path::new("x")).expect("config").judge0;
         assert_eq!(j.listen, Some("127.0.0.1:2358".parse().expect("addr")));
         assert_eq!(j.callback_allow.iter().map(|c| c.to_string()).collect::<Vec<_>>(), ["127.0.0.0/8", "10.0.0.0/8"]);
         assert_eq!(j.retention.map(|r| (r.max_age, r.max_count)), Some((Duration::from_secs(60), 5)));
         assert!(j.enable_delete);
+        assert_eq!(j.max_queue_size, 3);
         let bad = Serve::try_parse_from(["serve", "--judge0-callback-allow", "10.0.0.0/33"]);
         assert!(bad.is_err(), "a bad range is refused");
     }

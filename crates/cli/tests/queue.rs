@@ -1,7 +1,8 @@
 //! The cluster's queue of `wait: false` runs, with two real `evald serve`
 //! nodes and a real Redis: runs accepted by a node that is killed (SIGKILL)
 //! right after answering 202 are finished by the other node, which answers
-//! their status too.
+//! their status too. The same for Judge0's `wait=false` submissions, which
+//! go through the same queue.
 //!
 //! Needs `redis-server` and `redis-cli` installed and the `evald` binary
 //! built.
@@ -35,7 +36,8 @@ struct Node {
 impl Node {
     fn start(name: &str, ip: &str, uid_base: u32, redis: &RedisServer, dir: &Path) -> Node {
         let addr: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().expect("addr");
-        let instance = format!("q-{}-{name}", std::process::id());
+        // Unique on the host: the tests of this file run at once.
+        let instance = format!("q-{}-{name}-{uid_base}", std::process::id());
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
         let child = Command::new(evald_binary())
             .arg("serve")
@@ -94,21 +96,7 @@ async fn runs_accepted_by_a_killed_node_are_finished_by_another() {
         ids.push(id);
     }
 
-    // As soon as A holds some of them, it is killed.
-    let stream = format!("{}runs", namespace());
-    let held_by_a = until("node A to take runs from the queue", || {
-        let (redis, stream, consumer) = (&redis, &stream, a.instance.clone());
-        async move {
-            let lines = redis.cli(&["XPENDING", stream, "workers", "-", "+", "100", &consumer]).await;
-            let held = lines.len() / 4;
-            (held > 0).then_some(held)
-        }
-    })
-    .await;
-    let pid = a.child.id().expect("node A runs").to_string();
-    let killed = Command::new("kill").args(["-9", &pid]).status().await.expect("kill runs");
-    assert!(killed.success());
-    let _ = a.child.wait().await;
+    let held_by_a = kill_once_holding(&mut a, &redis).await;
 
     // B answers for every run, and finishes them all, A's included (after
     // their idle bound).
@@ -130,11 +118,81 @@ async fn runs_accepted_by_a_killed_node_are_finished_by_another() {
         assert_eq!(done["result"]["cases"][0]["stdout"], format!("{n}\n"), "{done}");
     }
 
-    // Nothing is left in the queue, and A's runs went through B.
+    assert_queue_emptied_through_b(&redis, held_by_a, dir.path()).await;
+}
+
+/// As soon as node A holds entries of the queue, kills it (SIGKILL);
+/// returns how many it held.
+async fn kill_once_holding(a: &mut Node, redis: &RedisServer) -> usize {
+    let stream = format!("{}runs", namespace());
+    let held_by_a = until("node A to take runs from the queue", || {
+        let (redis, stream, consumer) = (redis, &stream, a.instance.clone());
+        async move {
+            let lines = redis.cli(&["XPENDING", stream, "workers", "-", "+", "100", &consumer]).await;
+            let held = lines.len() / 4;
+            (held > 0).then_some(held)
+        }
+    })
+    .await;
+    let pid = a.child.id().expect("node A runs").to_string();
+    let killed = Command::new("kill").args(["-9", &pid]).status().await.expect("kill runs");
+    assert!(killed.success());
+    let _ = a.child.wait().await;
+    held_by_a
+}
+
+/// Nothing is left in the queue, and A's entries went through B.
+async fn assert_queue_emptied_through_b(redis: &RedisServer, held_by_a: usize, dir: &Path) {
+    let stream = format!("{}runs", namespace());
     assert_eq!(redis.cli(&["XLEN", &stream]).await, ["0"]);
     let pending = redis.cli(&["XPENDING", &stream, "workers", "-", "+", "100"]).await;
     assert!(pending.is_empty(), "{pending:?}");
     assert!(held_by_a >= 1);
-    let log = std::fs::read_to_string(dir.path().join("b.log")).expect("b's log");
+    let log = std::fs::read_to_string(dir.join("b.log")).expect("b's log");
     assert!(log.contains("reclaimed a queued run"), "node B reclaimed nothing:\n{log}");
+}
+
+fn judge0_program(n: usize) -> String {
+    json!({"language_id": 71, "source_code": format!("import time\ntime.sleep(1.5)\nprint({n})\n")}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge0_submissions_taken_by_a_killed_node_are_finished_by_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).await;
+    let mut a = Node::start("a", "127.0.0.33", uids::CLI_QUEUE.block(2, 100), &redis, dir.path());
+    let b = Node::start("b", "127.0.0.34", uids::CLI_QUEUE.block(3, 100), &redis, dir.path());
+    for n in [&a, &b] {
+        until("the node to be ready", || n.ready()).await;
+    }
+
+    // Submissions made on A; they wait in the cluster's queue, not in A.
+    let mut tokens = Vec::new();
+    for n in 0..RUNS {
+        let (status, body) = a.call("POST", "/judge0/submissions", &judge0_program(n)).await;
+        assert_eq!(status, 201, "{body}");
+        let token = serde_json::from_str::<Value>(&body).expect("json")["token"].as_str().expect("a token").to_owned();
+        tokens.push(token);
+    }
+    let held_by_a = kill_once_holding(&mut a, &redis).await;
+
+    // B answers for every token and finishes them all, with Judge0's
+    // statuses: In Queue or Processing until the reclaim, then Accepted.
+    for (n, token) in tokens.iter().enumerate() {
+        let done = until("the submission to finish on node B", || {
+            let (b, token) = (&b, token.clone());
+            async move {
+                let path = format!("/judge0/submissions/{token}?fields=token,stdout,status_id");
+                let (status, body) = b.call("GET", &path, "").await;
+                assert_eq!(status, 200, "{body}");
+                let v: Value = serde_json::from_str(&body).expect("json");
+                let id = v["status_id"].as_u64().expect("a status id");
+                assert!((1..=3).contains(&id), "{v}");
+                (id == 3).then_some(v)
+            }
+        })
+        .await;
+        assert_eq!(done, json!({"token": token, "stdout": format!("{n}\n"), "status_id": 3}));
+    }
+    assert_queue_emptied_through_b(&redis, held_by_a, dir.path()).await;
 }

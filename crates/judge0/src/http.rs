@@ -221,7 +221,8 @@ fn store_error(e: evald_state::StateError) -> Response {
 async fn create(State(j0): State<Arc<Judge0>>, headers: HeaderMap, Query(q): Q, body: Bytes) -> Response {
     let wait = flag(&q, "wait");
     let base64 = flag(&q, "base64_encoded");
-    if j0.queue_full(1) {
+    // A cluster's `wait=false` submissions are bounded by its run queue.
+    if (wait || !j0.clustered()) && j0.queue_full(1) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "queue is full");
     }
     let fields = match parse_fields(q.get("fields").map(String::as_str)) {
@@ -229,14 +230,19 @@ async fn create(State(j0): State<Arc<Judge0>>, headers: HeaderMap, Query(q): Q, 
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let Some(params) = params(&headers, &q, &body) else { return empty(StatusCode::BAD_REQUEST) };
-    let (stored, task) = match j0.submit(&params, base64).await {
+    let (stored, task) = match j0.submit(&params, base64, wait).await {
         Ok(t) => t,
         Err(r) => return refused(r),
     };
-    if !wait {
-        tokio::spawn(task);
-        return json_response(StatusCode::CREATED, &json!({ "token": stored.token }));
-    }
+    let task = match task {
+        Some(task) if wait => task,
+        task => {
+            if let Some(task) = task {
+                tokio::spawn(task);
+            }
+            return json_response(StatusCode::CREATED, &json!({ "token": stored.token }));
+        }
+    };
     let done = task.await;
     match done.render(&fields, base64) {
         Ok(body) => json_response(StatusCode::CREATED, &body),
@@ -382,16 +388,18 @@ async fn batch_create(State(j0): State<Arc<Judge0>>, headers: HeaderMap, Query(q
     if let Some(r) = batch_count_error(items.len()) {
         return r;
     }
-    if j0.queue_full(items.len()) {
+    if !j0.clustered() && j0.queue_full(items.len()) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "queue is full");
     }
     let base64 = flag(&q, "base64_encoded");
     let mut out = Vec::with_capacity(items.len());
     let mut any = false;
     for item in &items {
-        match j0.submit(item, base64).await {
+        match j0.submit(item, base64, false).await {
             Ok((stored, task)) => {
-                tokio::spawn(task);
+                if let Some(task) = task {
+                    tokio::spawn(task);
+                }
                 any = true;
                 out.push(Ordered(vec![("token".into(), Value::String(stored.token))]));
             }

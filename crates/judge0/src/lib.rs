@@ -7,10 +7,14 @@
 //! (`callback`).
 //!
 //! Submissions are records in the state crate's [`RecordStore`] (a node's
-//! disk, or Redis for a cluster, so any node answers any token). A
-//! `wait=false` submission takes its place in the engine's capacity queue
-//! when it is made (refused at once when the queue is full, as native
-//! `wait: false` runs are) and runs on the node that took it.
+//! disk, or Redis for a cluster, so any node answers any token). On one
+//! node a `wait=false` submission takes its place in the engine's capacity
+//! queue when it is made (refused at once when the queue is full, as native
+//! `wait: false` runs are) and runs there. In a cluster it goes, by its
+//! token, into the cluster's run queue ([`SharedQueue`], the one native
+//! `wait: false` runs use), and the node whose worker takes it runs it;
+//! a node that dies holding it leaves it to be reclaimed by another.
+//! `wait=true` submissions run on the node that took them.
 //!
 //! Architecture invariant: like `crates/server`, this crate knows HTTP
 //! (axum); every box it starts comes from `Engine::run_job` under a
@@ -31,7 +35,7 @@ use std::time::Duration;
 pub use callback::Cidr;
 pub use evald_state::Retention;
 pub use http::{home, router};
-pub use service::Judge0;
+pub use service::{Judge0, Pending, Queued, SharedQueue};
 
 /// The API's settings (Judge0's configuration variables that evald lets an
 /// operator change; the rest are Judge0's defaults).

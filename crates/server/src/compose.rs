@@ -10,6 +10,7 @@
 //! | `wait: false` runs | in memory (`JobStore`) | `ClusterQueue` |
 //! | readiness | the node's phase | and a Redis PING |
 //! | Judge0 submissions | `LocalRecords` under `<data_dir>/judge0` | `RedisRecords` |
+//! | Judge0 `wait=false` | the capacity queue | `ClusterQueue` (by token) |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,7 +77,11 @@ fn assemble(config: &ServerConfig, runner: Arc<Runner>, lifecycle: Lifecycle, po
     let sessions =
         Manager::new(engine.clone(), ports.store, ports.ownership, config.sessions.clone(), lifecycle.clone());
     background.push(("sessions", Box::pin(sessions.clone().run())));
-    let judge0 = evald_judge0::Judge0::new(engine.clone(), ports.records, judge0_config(config));
+    let shared = ports.queue.clone().map(|q| q as Arc<dyn evald_judge0::SharedQueue>);
+    let judge0 = evald_judge0::Judge0::new(engine.clone(), ports.records, judge0_config(config), shared);
+    if let Some(queue) = &ports.queue {
+        queue.set_judge0(&judge0);
+    }
     let state = AppState::new(Parts {
         runner,
         sessions,
@@ -96,6 +101,7 @@ fn judge0_config(config: &ServerConfig) -> evald_judge0::Judge0Config {
     let j = &config.judge0;
     evald_judge0::Judge0Config {
         enable_submission_delete: j.enable_delete,
+        max_queue_size: j.max_queue_size,
         callback_allow: j.callback_allow.clone(),
         retention: j.retention.unwrap_or(evald_judge0::Judge0Config::DEFAULT_RETENTION),
         auth_tokens: config.http.keys.keys().map(str::to_owned).collect(),

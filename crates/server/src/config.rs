@@ -37,7 +37,7 @@ pub struct ServerConfig {
 }
 
 /// The Judge0 API's settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Judge0Settings {
     /// A listener serving the Judge0 API at its root.
     pub listen: Option<SocketAddr>,
@@ -47,6 +47,21 @@ pub struct Judge0Settings {
     pub retention: Option<evald_state::Retention>,
     /// `DELETE /submissions/{token}` (Judge0's `ENABLE_SUBMISSION_DELETE`).
     pub enable_delete: bool,
+    /// Judge0's `MAX_QUEUE_SIZE`: submissions waiting for this node's
+    /// capacity.
+    pub max_queue_size: usize,
+}
+
+impl Default for Judge0Settings {
+    fn default() -> Self {
+        Judge0Settings {
+            listen: None,
+            callback_allow: Vec::new(),
+            retention: None,
+            enable_delete: false,
+            max_queue_size: evald_judge0::Judge0Config::DEFAULT_MAX_QUEUE_SIZE,
+        }
+    }
 }
 
 impl ServerConfig {

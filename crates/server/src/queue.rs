@@ -16,6 +16,13 @@
 //! - a toucher resets the idle time of every entry the node holds, more often
 //!   than `reclaim_idle`, so that a live node's long runs are not reclaimed.
 //!
+//! Judge0's `wait=false` submissions of a cluster go through the same
+//! queue ([`evald_judge0::SharedQueue`]): their entry carries only the
+//! submission's token, the record (in Redis) holds the rest, and the worker
+//! runs it with the Judge0 service, which stores the result in the record;
+//! the entry is then acknowledged (a second delivery finds the record
+//! finished and only acknowledges).
+//!
 //! The worker follows the node's lifecycle: while the node drains the
 //! reader stops taking entries and every entry not started yet (waiting for
 //! a token or for admission) is handed back to the queue for another node;
@@ -27,7 +34,9 @@
 //! entry.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -62,11 +71,13 @@ pub struct QueueSettings {
     pub concurrency: usize,
 }
 
-/// One entry of the stream.
+/// One entry of the stream: a native run, or a Judge0 submission's token.
+/// Untagged, so that a native run reads as it did before Judge0's entries.
 #[derive(Debug, Serialize, Deserialize)]
-struct QueuedJob {
-    id: String,
-    request: v1::RunRequest,
+#[serde(untagged)]
+enum QueuedJob {
+    Run { id: String, request: Box<v1::RunRequest> },
+    Judge0 { judge0: String },
 }
 
 /// The queue as the handlers and the worker use it. Shared behind an `Arc`.
@@ -75,6 +86,9 @@ pub struct ClusterQueue {
     settings: QueueSettings,
     /// Runs the entries.
     runner: Arc<Runner>,
+    /// Runs Judge0's entries (set once the service exists; weak, as the
+    /// service holds this queue).
+    judge0: OnceLock<Weak<evald_judge0::Judge0>>,
     /// Entries this node holds (delivered, not finished): id -> started.
     held: Mutex<HashMap<String, bool>>,
     /// How many, so that the worker can await none when the node stops.
@@ -112,7 +126,21 @@ impl ClusterQueue {
     /// (a `Lifecycle` subscription).
     pub fn new(queue: RunQueue, settings: QueueSettings, runner: Arc<Runner>, phase: watch::Receiver<Phase>) -> Self {
         let tokens = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-        ClusterQueue { queue, settings, runner, held: Mutex::default(), held_count: watch::channel(0).0, tokens, phase }
+        ClusterQueue {
+            queue,
+            settings,
+            runner,
+            judge0: OnceLock::new(),
+            held: Mutex::default(),
+            held_count: watch::channel(0).0,
+            tokens,
+            phase,
+        }
+    }
+
+    /// The Judge0 service that runs Judge0's entries.
+    pub fn set_judge0(&self, judge0: &Arc<evald_judge0::Judge0>) {
+        let _ = self.judge0.set(Arc::downgrade(judge0));
     }
 
     pub fn settings(&self) -> &QueueSettings {
@@ -121,7 +149,7 @@ impl ClusterQueue {
 
     /// Queues a checked request under `id`.
     pub async fn submit(&self, id: &str, request: &v1::RunRequest) -> Result<(), ApiError> {
-        let job = serde_json::to_string(&QueuedJob { id: id.to_owned(), request: request.clone() })
+        let job = serde_json::to_string(&QueuedJob::Run { id: id.to_owned(), request: Box::new(request.clone()) })
             .map_err(ApiError::internal)?;
         let queued = serde_json::to_string(&status(id, v1::JobState::Queued)).map_err(ApiError::internal)?;
         // The status first: a worker that takes the entry at once overwrites it.
@@ -312,64 +340,128 @@ impl ClusterQueue {
     }
 
     async fn outcome(&self, entry: &QueueEntry, token: Option<OwnedSemaphorePermit>) -> Outcome {
-        let job: QueuedJob = match serde_json::from_str(&entry.job) {
-            Ok(j) => j,
+        let (id, request) = match serde_json::from_str(&entry.job) {
+            Ok(QueuedJob::Run { id, request }) => (id, request),
+            Ok(QueuedJob::Judge0 { judge0 }) => return self.judge0_outcome(entry, &judge0, token).await,
             Err(e) => {
                 tracing::error!(entry = %entry.id, error = %e, "dropping an unreadable queued run");
                 return Outcome::Ack;
             }
         };
         // A reclaimed entry takes a token like any other, unless a drain comes first.
-        let _token = match token {
-            Some(t) => t,
-            None => tokio::select! {
-                t = self.tokens.clone().acquire_owned() => match t {
-                    Ok(t) => t,
-                    Err(_) => return Outcome::HandBack,
-                },
-                () = self.until_drain() => return Outcome::HandBack,
-            },
-        };
-        if self.is_draining() {
-            return Outcome::HandBack;
-        }
+        let Some(_token) = self.token(token).await else { return Outcome::HandBack };
         if entry.deliveries > 1 {
             // Delivered before: its first holder may have stored the result.
-            if let Ok(Some(text)) = self.queue.get_result(&job.id).await {
+            if let Ok(Some(text)) = self.queue.get_result(&id).await {
                 if serde_json::from_str::<v1::RunStatus>(&text).is_ok_and(|s| s.state == v1::JobState::Done) {
                     return Outcome::Ack;
                 }
             }
         }
-        let (prepared, memory) = match self.runner.prepare(job.request) {
+        let (prepared, memory) = match self.runner.prepare(*request) {
             Ok(p) => p,
-            Err(e) => return Outcome::Finish(Box::new(failed(&job.id, e))),
+            Err(e) => return Outcome::Finish(Box::new(failed(&id, e))),
         };
-        let permit = match self.runner.engine().admit(memory).await {
-            Ok(p) => p,
-            Err(r @ Refusal::TooLarge { .. }) => return Outcome::Finish(Box::new(failed(&job.id, r.into()))),
-            Err(Refusal::Draining | Refusal::ShuttingDown) => return Outcome::HandBack,
-            Err(Refusal::QueueFull | Refusal::Timeout) => {
-                // Busy with other work: let another node (or a later pass) take it.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return Outcome::HandBack;
-            }
+        let permit = match self.admit(memory).await {
+            Admitted::Yes(p) => p,
+            Admitted::Never(r) => return Outcome::Finish(Box::new(failed(&id, r.into()))),
+            Admitted::Later => return Outcome::HandBack,
         };
         self.set_started(&entry.id);
-        if let Ok(text) = serde_json::to_string(&status(&job.id, v1::JobState::Running)) {
-            if let Err(e) = self.queue.put_result(&job.id, &text, PENDING_TTL).await {
+        if let Ok(text) = serde_json::to_string(&status(&id, v1::JobState::Running)) {
+            if let Err(e) = self.queue.put_result(&id, &text, PENDING_TTL).await {
                 tracing::debug!(error = %e, "storing a running status failed");
             }
         }
-        match self.runner.execute(job.id.clone(), prepared, permit).await {
+        match self.runner.execute(id.clone(), prepared, permit).await {
             Ok(result) => Outcome::Finish(Box::new(v1::RunStatus {
-                id: job.id,
+                id,
                 state: v1::JobState::Done,
                 result: Some(result),
                 error: None,
             })),
-            Err(e) => Outcome::Finish(Box::new(failed(&job.id, e))),
+            Err(e) => Outcome::Finish(Box::new(failed(&id, e))),
         }
+    }
+
+    /// The entry's queue token: the one it was read with, or (reclaimed) a
+    /// new one; `None` when the node drains first.
+    async fn token(&self, token: Option<OwnedSemaphorePermit>) -> Option<OwnedSemaphorePermit> {
+        let token = match token {
+            Some(t) => t,
+            None => tokio::select! {
+                t = self.tokens.clone().acquire_owned() => t.ok()?,
+                () = self.until_drain() => return None,
+            },
+        };
+        (!self.is_draining()).then_some(token)
+    }
+
+    /// Admission as for any run of this node.
+    async fn admit(&self, memory: u64) -> Admitted {
+        match self.runner.engine().admit(memory).await {
+            Ok(p) => Admitted::Yes(p),
+            Err(r @ Refusal::TooLarge { .. }) => Admitted::Never(r),
+            Err(Refusal::Draining | Refusal::ShuttingDown) => Admitted::Later,
+            Err(Refusal::QueueFull | Refusal::Timeout) => {
+                // Busy with other work: let another node (or a later pass) take it.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Admitted::Later
+            }
+        }
+    }
+
+    /// A Judge0 submission's entry: the record says what to run and takes
+    /// the result; the entry is acknowledged once the record is finished.
+    async fn judge0_outcome(
+        &self,
+        entry: &QueueEntry,
+        token: &str,
+        queue_token: Option<OwnedSemaphorePermit>,
+    ) -> Outcome {
+        let Some(judge0) = self.judge0.get().and_then(Weak::upgrade) else {
+            // A node without the service (it stops): another node runs it.
+            return Outcome::HandBack;
+        };
+        let Some(_queue_token) = self.token(queue_token).await else { return Outcome::HandBack };
+        let queued = match judge0.take_queued(token).await {
+            Ok(evald_judge0::Pending::Ready(q)) => q,
+            Ok(evald_judge0::Pending::Gone | evald_judge0::Pending::Finished) => return Outcome::Ack,
+            Err(e) => {
+                // The record is out of reach (Redis away): run it later.
+                tracing::warn!(token, error = %e, "reading a queued Judge0 submission failed");
+                return Outcome::HandBack;
+            }
+        };
+        let permit = match queued.memory() {
+            None => Err(String::new()),
+            Some(memory) => match self.admit(memory).await {
+                Admitted::Yes(p) => Ok(p),
+                Admitted::Never(r) => Err(r.to_string()),
+                Admitted::Later => return Outcome::HandBack,
+            },
+        };
+        self.set_started(&entry.id);
+        judge0.run_queued(queued, permit).await;
+        Outcome::Ack
+    }
+}
+
+/// What admission said to a queued entry.
+enum Admitted {
+    Yes(evald_engine::Permit),
+    /// It can never run on this node (larger than its budget).
+    Never(Refusal),
+    /// Not now: back to the queue.
+    Later,
+}
+
+impl evald_judge0::SharedQueue for ClusterQueue {
+    fn enqueue<'a>(&'a self, token: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, StateError>> + Send + 'a>> {
+        Box::pin(async move {
+            let job = serde_json::json!({ "judge0": token }).to_string();
+            Ok(self.queue.enqueue(&job, self.settings.max_depth).await?.is_some())
+        })
     }
 }
 

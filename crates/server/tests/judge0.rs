@@ -367,6 +367,66 @@ async fn long_output_is_wrapped_as_ruby_encode64() {
     assert_eq!(out.lines().map(str::len).collect::<Vec<_>>(), [60, 60, 16]);
 }
 
+/// Polls a submission until its status id is `want`.
+async fn until_status(app: &axum::Router, token: &str, want: u64) {
+    for _ in 0..1500 {
+        let s = get(app, &format!("/judge0/submissions/{token}?fields=status_id")).await.json();
+        if s["status_id"] == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("submission {token} never reached status {want}");
+}
+
+/// One slot and `max_queue_size` 1: a running submission, one waiting,
+/// then 503 `queue is full` for every way of submitting, nothing stored;
+/// neither the running nor the waiting one can be deleted.
+#[tokio::test]
+async fn a_full_queue_answers_503_and_pending_submissions_stay() {
+    let app = evald_server::app(state(UIDS, 1, |c| {
+        c.judge0.max_queue_size = 1;
+        c.judge0.enable_delete = true;
+        c.http.admin_key = Some("admin".into());
+    }));
+    // Sleeps far longer than the test takes; its wall limit ends it.
+    let long = json!({"source_code": "import time\ntime.sleep(20)", "language_id": 71, "wall_time_limit": 20});
+    let submit = |body: Value| {
+        let app = app.clone();
+        async move {
+            let r = post_json(&app, "/judge0/submissions", &body).await;
+            (r.status.as_u16(), r.json())
+        }
+    };
+    let (status, running) = submit(long.clone()).await;
+    assert_eq!(status, 201, "{running}");
+    let running = running["token"].as_str().expect("token").to_owned();
+    until_status(&app, &running, 2).await;
+    let (status, waiting) = submit(long.clone()).await;
+    assert_eq!(status, 201, "{waiting}");
+    let waiting = waiting["token"].as_str().expect("token").to_owned();
+    let got = get(&app, &format!("/judge0/submissions/{waiting}?fields=status")).await.json();
+    assert_eq!(got, json!({"status": {"id": 1, "description": "In Queue"}}));
+
+    let full = json!({"error": "queue is full"});
+    assert_eq!(submit(long.clone()).await, (503, full.clone()));
+    let r = post_json(&app, "/judge0/submissions?wait=true", &long).await;
+    assert_eq!((r.status.as_u16(), r.json()), (503, full.clone()));
+    let r = post_json(&app, "/judge0/submissions/batch", &json!({"submissions": [long]})).await;
+    assert_eq!((r.status.as_u16(), r.json()), (503, full));
+
+    let admin = [("X-Auth-User", "admin")];
+    let listed = send_with(&app, "GET", "/judge0/submissions?fields=token", &admin).await.json();
+    assert_eq!(listed["meta"]["total_count"], 2, "{listed}");
+    for (token, why) in [(&running, "2 (Processing)"), (&waiting, "1 (In Queue)")] {
+        let r = send_with(&app, "DELETE", &format!("/judge0/submissions/{token}"), &admin).await;
+        assert_eq!(r.status, 400);
+        let message = format!("submission cannot be deleted because its status is {why}");
+        assert_eq!(r.json(), json!({ "error": message }));
+        assert_eq!(get(&app, &format!("/judge0/submissions/{token}")).await.status, 200, "still there");
+    }
+}
+
 #[tokio::test]
 async fn statuses_of_real_runs() {
     let app = app();
