@@ -168,7 +168,8 @@ pub fn run(args: RunArgs, languages_dir: &Path) -> Result<ExitCode> {
     })?;
     let engine = Engine::new(sandbox, vec![language.clone()], config, &lifecycle);
     if let Some((key, files)) = key.as_ref().and_then(|k| Some((k, cache.load(k)?))) {
-        engine.cache().insert(*key, Arc::new(files));
+        // `evald run` shows a compile's output only when it fails, so none is kept.
+        engine.cache().insert(*key, Arc::new(files), Arc::default());
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let job = Job { language: language.clone(), sources, args: args.args.clone(), limits, stdin, json: args.json };

@@ -35,8 +35,16 @@ pub fn key(language: &Language, argv: &[String], files: &[SourceFile]) -> Key {
     h.finalize().into()
 }
 
+/// What a cached compilation printed (its warnings), shown again on a hit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Printed {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 struct Entry {
     files: Arc<Vec<FileSpec>>,
+    printed: Arc<Printed>,
     bytes: u64,
     last_used: u64,
 }
@@ -67,7 +75,8 @@ impl CompileCache {
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<Arc<Vec<FileSpec>>> {
+    /// The file set of a compilation and what it printed.
+    pub fn get(&self, key: &Key) -> Option<(Arc<Vec<FileSpec>>, Arc<Printed>)> {
         let mut st = self.state.lock().ok()?;
         st.clock += 1;
         let now = st.clock;
@@ -75,7 +84,7 @@ impl CompileCache {
             Some(e) => {
                 e.last_used = now;
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(e.files.clone())
+                Some((e.files.clone(), e.printed.clone()))
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -84,16 +93,18 @@ impl CompileCache {
         }
     }
 
-    /// Stores a file set; entries larger than the whole cache are skipped.
-    pub fn insert(&self, key: Key, files: Arc<Vec<FileSpec>>) {
-        let bytes: u64 = files.iter().map(|f| f.content.len() as u64 + f.path.len() as u64).sum();
+    /// Stores a file set and what its compilation printed; entries larger
+    /// than the whole cache are skipped.
+    pub fn insert(&self, key: Key, files: Arc<Vec<FileSpec>>, printed: Arc<Printed>) {
+        let bytes: u64 = files.iter().map(|f| f.content.len() as u64 + f.path.len() as u64).sum::<u64>()
+            + (printed.stdout.len() + printed.stderr.len()) as u64;
         if bytes > self.capacity {
             return;
         }
         let Ok(mut st) = self.state.lock() else { return };
         st.clock += 1;
         let now = st.clock;
-        if let Some(old) = st.entries.insert(key, Entry { files, bytes, last_used: now }) {
+        if let Some(old) = st.entries.insert(key, Entry { files, printed, bytes, last_used: now }) {
             st.bytes -= old.bytes;
         }
         st.bytes += bytes;
@@ -123,15 +134,25 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_within_capacity() {
         let c = CompileCache::new(250);
-        c.insert([1; 32], set(99));
-        c.insert([2; 32], set(99));
+        let none = Arc::new(Printed::default());
+        c.insert([1; 32], set(99), none.clone());
+        c.insert([2; 32], set(99), none.clone());
         assert!(c.get(&[1; 32]).is_some());
-        c.insert([3; 32], set(99));
+        c.insert([3; 32], set(99), none.clone());
         assert!(c.get(&[2; 32]).is_none(), "least recently used goes first");
         assert!(c.get(&[1; 32]).is_some());
         assert!(c.get(&[3; 32]).is_some());
         assert_eq!(c.stats().1, 200);
-        c.insert([4; 32], set(1000));
+        c.insert([4; 32], set(1000), none);
         assert!(c.get(&[4; 32]).is_none(), "larger than the cache");
+    }
+
+    #[test]
+    fn keeps_what_the_compiler_printed_and_counts_it() {
+        let c = CompileCache::new(250);
+        let printed = Arc::new(Printed { stdout: b"note\n".to_vec(), stderr: vec![b'w'; 95] });
+        c.insert([1; 32], set(99), printed.clone());
+        assert_eq!(c.get(&[1; 32]).map(|(_, p)| p), Some(printed));
+        assert_eq!(c.stats().1, 200);
     }
 }

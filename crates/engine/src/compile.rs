@@ -24,6 +24,9 @@ pub struct Compiled {
     pub stage: Option<StageResult>,
     /// True when the file set came from the compile cache.
     pub cached: bool,
+    /// On a cache hit, what the compilation that filled the cache printed
+    /// (its warnings); `None` otherwise (the stage has the output).
+    pub printed: Option<Arc<cache::Printed>>,
     /// The files every case starts with; empty when compilation failed or
     /// the step ran in place.
     pub files: Arc<Vec<FileSpec>>,
@@ -33,7 +36,7 @@ impl Compiled {
     /// Nothing compiled: for programs that need no compile step (a shell,
     /// a REPL).
     pub fn none() -> Compiled {
-        Compiled { stage: None, cached: false, files: Arc::new(Vec::new()) }
+        Compiled { stage: None, cached: false, printed: None, files: Arc::new(Vec::new()) }
     }
 
     pub fn ok(&self) -> bool {
@@ -61,7 +64,7 @@ impl Engine {
                     .collect(),
                 Place::In(_) => Vec::new(),
             };
-            return Ok(Compiled { stage: None, cached: false, files: Arc::new(files) });
+            return Ok(Compiled { stage: None, cached: false, printed: None, files: Arc::new(files) });
         };
         let argv = expand(command, files);
         let Some((program, args)) = argv.split_first() else {
@@ -75,7 +78,7 @@ impl Engine {
         match place {
             Place::In(workspace) => {
                 let stage = self.compile_stage(spec, workspace.clone()).await?;
-                Ok(Compiled { stage: Some(stage), cached: false, files: Arc::new(Vec::new()) })
+                Ok(Compiled { stage: Some(stage), cached: false, printed: None, files: Arc::new(Vec::new()) })
             }
             Place::Fresh => self.compile_fresh(language, files, &argv, spec).await,
         }
@@ -89,8 +92,8 @@ impl Engine {
         spec: RunSpec,
     ) -> Result<Compiled, EngineError> {
         let key = cache::key(language, argv, files);
-        if let Some(files) = self.cache.get(&key) {
-            return Ok(Compiled { stage: None, cached: true, files });
+        if let Some((files, printed)) = self.cache.get(&key) {
+            return Ok(Compiled { stage: None, cached: true, printed: Some(printed), files });
         }
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("compile-{}-{n}", std::process::id());
@@ -135,9 +138,10 @@ impl Engine {
         .await??;
         let artifacts = Arc::new(artifacts);
         if stage.verdict == Verdict::Ok {
-            self.cache.insert(key, artifacts.clone());
+            let printed = cache::Printed { stdout: stage.outcome.stdout.clone(), stderr: stage.outcome.stderr.clone() };
+            self.cache.insert(key, artifacts.clone(), Arc::new(printed));
         }
-        Ok(Compiled { stage: Some(stage), cached: false, files: artifacts })
+        Ok(Compiled { stage: Some(stage), cached: false, printed: None, files: artifacts })
     }
 
     /// Runs a compile command in `workspace` and judges it.

@@ -53,7 +53,7 @@ pub use verdict::{same_output, Verdict};
 /// What the HTTP crates need of the sandbox, through the engine.
 pub use evald_sandbox::{
     signal_name, Capture, Control, Entry, FileSpec, Limits, Outcome, Sandbox, SandboxConfig, Sink, Status, Stream,
-    Workspace, WorkspaceError,
+    Workspace, WorkspaceError, MIN_MEMORY_BYTES, MIN_STACK_BYTES,
 };
 
 /// Engine-wide settings.

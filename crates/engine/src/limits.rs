@@ -14,6 +14,11 @@ pub struct LimitRequest {
     pub output_bytes: Option<u64>,
     pub open_files: Option<u32>,
     pub disk_bytes: Option<u64>,
+    /// Each process's stack.
+    pub stack_bytes: Option<u64>,
+    /// Each process's address space, on top of the box's memory (`None`:
+    /// no per-process bound).
+    pub process_memory_bytes: Option<u64>,
 }
 
 /// The defaults and maximums of one stage.
@@ -44,6 +49,8 @@ impl StageLimits {
                 open_files: 512,
                 output_bytes: 1 << 20,
                 disk_bytes: 256 << 20,
+                stack_bytes: evald_sandbox::DEFAULT_STACK_BYTES,
+                process_memory_bytes: None,
             },
             max: Limits {
                 wall_time: Duration::from_secs(60),
@@ -54,6 +61,8 @@ impl StageLimits {
                 open_files: 4096,
                 output_bytes: 16 << 20,
                 disk_bytes: 1 << 30,
+                stack_bytes: 1 << 30,
+                process_memory_bytes: None,
             },
         }
     }
@@ -69,6 +78,8 @@ impl StageLimits {
                 open_files: 256,
                 output_bytes: 1 << 20,
                 disk_bytes: 64 << 20,
+                stack_bytes: evald_sandbox::DEFAULT_STACK_BYTES,
+                process_memory_bytes: None,
             },
             max: Limits {
                 wall_time: Duration::from_secs(30),
@@ -79,6 +90,8 @@ impl StageLimits {
                 open_files: 4096,
                 output_bytes: 16 << 20,
                 disk_bytes: 512 << 20,
+                stack_bytes: 1 << 30,
+                process_memory_bytes: None,
             },
         }
     }
@@ -122,6 +135,12 @@ impl StageLimits {
             )? as u32,
             output_bytes: pick("output_bytes", req.output_bytes, None, d.output_bytes, m.output_bytes)?,
             disk_bytes: pick("disk_bytes", req.disk_bytes, floor.disk_bytes, d.disk_bytes, m.disk_bytes)?,
+            stack_bytes: pick("stack_bytes", req.stack_bytes, floor.stack_bytes, d.stack_bytes, m.stack_bytes)?,
+            // Never above the box's own memory bound.
+            process_memory_bytes: match req.process_memory_bytes {
+                Some(v) => Some(pick("process_memory_bytes", Some(v), None, v, m.memory_bytes)?),
+                None => d.process_memory_bytes,
+            },
         })
     }
 }

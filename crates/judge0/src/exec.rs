@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use evald_engine::{
     Case, Engine, Job, JobResult, Language, LimitRequest, Outcome, Permit, SourceFile, Status, Verdict,
+    MIN_MEMORY_BYTES, MIN_STACK_BYTES,
 };
 
 use crate::files;
@@ -96,12 +97,21 @@ pub fn prepare(engine: &Engine, s: &Submission, language: Option<&J0Language>) -
     }
     let language = Arc::new(derive(&base, s, !extra.is_empty()));
     let floors = &language.spec.limits;
+    let memory_bytes = (s.memory_limit * 1024).max(floors.memory_bytes.unwrap_or(0));
     let run_limits = LimitRequest {
         wall_ms: Some(((s.wall_time_limit * 1000.0) as u64).max(1)),
-        cpu_ms: Some(((s.cpu_time_limit * 1000.0) as u64).max(1)),
-        memory_bytes: Some((s.memory_limit * 1024).max(floors.memory_bytes.unwrap_or(0))),
+        // Killed after the extra time; judged against the limit (`judge`).
+        cpu_ms: Some((((s.cpu_time_limit + s.cpu_extra_time) * 1000.0) as u64).max(1)),
+        memory_bytes: Some(memory_bytes),
         processes: Some(s.max_processes_and_or_threads.max(floors.processes.unwrap_or(0))),
         output_bytes: Some((s.max_file_size * 1024).max(1)),
+        // 0: none of Judge0's own (isolate sets none), the box's default.
+        stack_bytes: (s.stack_limit > 0).then(|| (s.stack_limit * 1024).max(MIN_STACK_BYTES)),
+        // isolate's `-m`: each process's address space, instead of (here:
+        // besides) the box's total.
+        process_memory_bytes: s
+            .enable_per_process_and_thread_memory_limit
+            .then(|| (s.memory_limit * 1024).clamp(MIN_MEMORY_BYTES, memory_bytes)),
         ..LimitRequest::default()
     };
     let compile_limits = LimitRequest::default();
@@ -150,9 +160,17 @@ fn non_empty(b: &[u8]) -> Option<Vec<u8>> {
     (!b.is_empty()).then(|| b.to_vec())
 }
 
-/// The status, message, exit code and signal of one run.
-fn judge(o: &Outcome, expected: Option<&[u8]>) -> (u8, Option<String>, i64, Option<i64>) {
+/// The status, message, exit code and signal of one run. A run that ended
+/// by itself within its `cpu_extra_time` but over `cpu_limit` seconds is a
+/// time limit, as in isolate.
+fn judge(o: &Outcome, expected: Option<&[u8]>, cpu_limit: f64) -> (u8, Option<String>, i64, Option<i64>) {
     let signal = o.signal.map(i64::from);
+    let over = o.cpu_time.as_secs_f64() > cpu_limit;
+    match o.status {
+        Status::TimeLimitWall | Status::InternalError | Status::OutputLimit | Status::MemoryLimit => {}
+        _ if over => return (5, Some("Time limit exceeded".into()), 0, signal),
+        _ => {}
+    }
     match o.status {
         Status::TimeLimitCpu => (5, Some("Time limit exceeded".into()), 0, signal),
         Status::TimeLimitWall => (5, Some("Time limit exceeded (wall clock)".into()), 0, signal),
@@ -185,7 +203,12 @@ fn judge(o: &Outcome, expected: Option<&[u8]>) -> (u8, Option<String>, i64, Opti
 /// Writes a job's result into the submission: Judge0's fields and status.
 pub fn finish(s: &mut Submission, r: &JobResult) {
     let compile = r.compile.stage.as_ref();
-    let compile_output = compile.map(|c| [c.outcome.stdout.as_slice(), c.outcome.stderr.as_slice()].concat());
+    // A compile from evald's cache shows what the compile that filled it printed.
+    let compile_output = match (compile, &r.compile.printed) {
+        (Some(c), _) => Some([c.outcome.stdout.as_slice(), c.outcome.stderr.as_slice()].concat()),
+        (None, Some(p)) => Some([p.stdout.as_slice(), p.stderr.as_slice()].concat()),
+        (None, None) => None,
+    };
     s.compile_output = compile_output.as_deref().and_then(non_empty);
     if let Some(c) = compile.filter(|c| c.verdict != Verdict::Ok) {
         let (status, output) = match c.verdict {
@@ -204,7 +227,7 @@ pub fn finish(s: &mut Submission, r: &JobResult) {
     let (mut cpu, mut wall, mut memory, mut counted) = (0.0, 0.0, 0u64, 0u32);
     for case in &r.cases {
         let o = &case.outcome;
-        let (status, message, exit_code, exit_signal) = judge(o, s.expected_output.as_deref());
+        let (status, message, exit_code, exit_signal) = judge(o, s.expected_output.as_deref(), s.cpu_time_limit);
         cpu += o.cpu_time.as_secs_f64();
         wall += o.wall_time.as_secs_f64();
         memory += o.memory_bytes / 1024;

@@ -200,7 +200,11 @@ pub(crate) fn build_plan(spec: &RunSpec, workspace: bool, uid: u32, pty: bool) -
         Rlimit { limit: Limit::MessageQueues, value: 0 },
         Rlimit { limit: Limit::CpuSeconds, value: l.cpu_time.as_secs() + 2 },
         Rlimit { limit: Limit::RealtimePriority, value: 0 },
+        Rlimit { limit: Limit::Stack, value: l.stack_bytes },
     ];
+    if let Some(bytes) = l.process_memory_bytes {
+        rlimits.push(Rlimit { limit: Limit::AddressSpace, value: bytes });
+    }
     // RLIMIT_NPROC counts every process of the uid on the host: a backstop
     // for a slot's own uid, but boxes in persistent workspaces share one
     // uid, so for them the pids cgroup alone limits processes. Twice the

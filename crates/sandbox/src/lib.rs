@@ -34,7 +34,9 @@ pub use drive::{Capture, Control, Sink, Stream};
 pub use outcome::{signal_name, Outcome, Status};
 pub use running::Running;
 pub use sandbox::{Sandbox, SandboxConfig, SandboxError, DEFAULT_READ_ONLY_BINDS};
-pub use spec::{FileSpec, Limits, Network, RunSpec, SpecError, Stdin};
+pub use spec::{
+    FileSpec, Limits, Network, RunSpec, SpecError, Stdin, DEFAULT_STACK_BYTES, MIN_MEMORY_BYTES, MIN_STACK_BYTES,
+};
 pub use workspace::{Entry, Workspace, WorkspaceError};
 
 /// The workspace directory inside every box, and the default working

@@ -54,6 +54,11 @@ pub struct Limits {
     pub output_bytes: u64,
     /// Size of each tmpfs of the box: the workspace, `/tmp` and `/dev/shm`.
     pub disk_bytes: u64,
+    /// Stack of each process (RLIMIT_STACK), at least [`MIN_STACK_BYTES`].
+    pub stack_bytes: u64,
+    /// Address space of each process (RLIMIT_AS), on top of the box's
+    /// memory limit; `None`: no per-process bound.
+    pub process_memory_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -67,6 +72,8 @@ impl Limits {
         open_files: 65536,
         output_bytes: 1 << 30,
         disk_bytes: 4 << 30,
+        stack_bytes: 4 << 30,
+        process_memory_bytes: Some(16 << 30),
     };
 }
 
@@ -81,6 +88,8 @@ impl Default for Limits {
             open_files: 256,
             output_bytes: 1 << 20,
             disk_bytes: 64 << 20,
+            stack_bytes: DEFAULT_STACK_BYTES,
+            process_memory_bytes: None,
         }
     }
 }
@@ -187,7 +196,7 @@ impl Limits {
     pub fn validate(&self) -> Result<(), SpecError> {
         let l = self;
         let m = &Limits::MAX;
-        let checks: [(&'static str, u128, u128); 8] = [
+        let checks: [(&'static str, u128, u128); 10] = [
             ("wall_time", l.wall_time.as_millis(), m.wall_time.as_millis()),
             ("cpu_time", l.cpu_time.as_millis(), m.cpu_time.as_millis()),
             ("memory_bytes", l.memory_bytes.into(), m.memory_bytes.into()),
@@ -196,6 +205,12 @@ impl Limits {
             ("open_files", l.open_files.into(), m.open_files.into()),
             ("output_bytes", l.output_bytes.into(), m.output_bytes.into()),
             ("disk_bytes", l.disk_bytes.into(), m.disk_bytes.into()),
+            ("stack_bytes", l.stack_bytes.into(), m.stack_bytes.into()),
+            (
+                "process_memory_bytes",
+                l.process_memory_bytes.unwrap_or(MIN_MEMORY_BYTES).into(),
+                m.process_memory_bytes.unwrap_or(u64::MAX).into(),
+            ),
         ];
         for (name, value, max) in checks {
             if value == 0 {
@@ -207,6 +222,12 @@ impl Limits {
         }
         if l.memory_bytes < MIN_MEMORY_BYTES {
             return Err(SpecError::MemoryTooSmall { min: MIN_MEMORY_BYTES });
+        }
+        if l.process_memory_bytes.is_some_and(|b| b < MIN_MEMORY_BYTES) {
+            return Err(SpecError::MemoryTooSmall { min: MIN_MEMORY_BYTES });
+        }
+        if l.stack_bytes < MIN_STACK_BYTES {
+            return Err(SpecError::StackTooSmall { min: MIN_STACK_BYTES });
         }
         if l.open_files < MIN_OPEN_FILES {
             return Err(SpecError::OpenFilesTooSmall { min: MIN_OPEN_FILES });
@@ -224,6 +245,10 @@ pub const MAX_ARG_BYTES: usize = 1 << 20;
 pub const MAX_FILES: usize = 1000;
 /// Below this a box cannot even start its init process.
 pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
+/// Below this `execve` has no room for the program's arguments.
+pub const MIN_STACK_BYTES: u64 = 128 << 10;
+/// The stack of a box's processes unless asked (Linux's usual 8 MiB).
+pub const DEFAULT_STACK_BYTES: u64 = 8 << 20;
 /// Below this the payload cannot get its standard streams.
 pub const MIN_OPEN_FILES: u32 = 4;
 /// The box's init counts as one process: below this the program cannot
@@ -262,6 +287,8 @@ pub enum SpecError {
     LimitTooLarge { name: &'static str, max: u128 },
     #[error("memory limit must be at least {min} bytes")]
     MemoryTooSmall { min: u64 },
+    #[error("stack limit must be at least {min} bytes")]
+    StackTooSmall { min: u64 },
     #[error("open files limit must be at least {min}")]
     OpenFilesTooSmall { min: u32 },
     #[error("processes limit must be at least {min} (the box's init is one)")]
@@ -327,6 +354,16 @@ mod tests {
         let mut s = spec();
         s.limits.memory_bytes = 1024;
         assert_eq!(s.validate(), Err(SpecError::MemoryTooSmall { min: MIN_MEMORY_BYTES }));
+        let mut s = spec();
+        s.limits.process_memory_bytes = Some(1024);
+        assert_eq!(s.validate(), Err(SpecError::MemoryTooSmall { min: MIN_MEMORY_BYTES }));
+        s.limits.process_memory_bytes = Some(1 << 50);
+        assert_eq!(s.validate(), Err(SpecError::LimitTooLarge { name: "process_memory_bytes", max: 16 << 30 }));
+        let mut s = spec();
+        s.limits.stack_bytes = 0;
+        assert_eq!(s.validate(), Err(SpecError::ZeroLimit("stack_bytes")));
+        s.limits.stack_bytes = 4096;
+        assert_eq!(s.validate(), Err(SpecError::StackTooSmall { min: MIN_STACK_BYTES }));
         let mut s = spec();
         s.limits.processes = 1;
         assert_eq!(s.validate(), Err(SpecError::ProcessesTooFew { min: MIN_PROCESSES }));

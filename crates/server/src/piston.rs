@@ -166,12 +166,15 @@ pub fn exit_of(o: &Outcome) -> Exit {
     }
 }
 
-/// A compile stage served from the compile cache: it succeeded earlier.
-pub fn cached_stage() -> Stage {
+/// A compile stage served from the compile cache: it succeeded earlier and
+/// printed `printed` (its warnings), which is shown again.
+pub fn cached_stage(printed: Option<&evald_engine::cache::Printed>) -> Stage {
+    let text = |b: Option<&Vec<u8>>| b.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    let (stdout, stderr) = (text(printed.map(|p| &p.stdout)), text(printed.map(|p| &p.stderr)));
     Stage {
-        stdout: String::new(),
-        stderr: String::new(),
-        output: String::new(),
+        output: format!("{stdout}{stderr}"),
+        stdout,
+        stderr,
         code: Some(0),
         signal: None,
         message: None,
@@ -211,7 +214,7 @@ pub async fn execute(State(state): State<AppState>, body: JsonBody) -> Result<Js
     };
     let compile = match (&result.compile.stage, p.language.compiled()) {
         (Some(s), _) => Some(stage(&s.outcome)),
-        (None, true) => Some(cached_stage()),
+        (None, true) => Some(cached_stage(result.compile.printed.as_deref())),
         (None, false) => None,
     };
     let run = match result.cases.first() {

@@ -56,12 +56,23 @@ pub fn result(id: String, r: &JobResult) -> v1::RunResult {
             }
             Some(v1::Stage { cached: Some(false), ..stage(outcome, *verdict) })
         }
+        // From the cache: what the compile that filled it printed.
         None if r.language.compiled() => Some(v1::Stage {
             status: evald_proto::Verdict::Ok,
             exit_code: Some(0),
             signal: None,
-            stdout: String::new(),
-            stderr: String::new(),
+            stdout: r
+                .compile
+                .printed
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(&p.stdout).into_owned())
+                .unwrap_or_default(),
+            stderr: r
+                .compile
+                .printed
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(&p.stderr).into_owned())
+                .unwrap_or_default(),
             stdout_truncated: false,
             stderr_truncated: false,
             cpu_ms: 0,

@@ -641,6 +641,65 @@ async fn limits_map_to_judge0_statuses() {
     );
 }
 
+/// `stack_limit`, the per-process memory flag and `cpu_extra_time` take
+/// effect: the rlimits a program sees, a deep recursion, a mapping larger
+/// than the address space, a program finishing in its extra time.
+#[tokio::test]
+async fn stack_extra_time_and_per_process_memory_apply() {
+    let app = app();
+    let f = "&fields=stdout,status_id,message";
+    let rlimits = "import resource as r\nprint(r.getrlimit(r.RLIMIT_STACK)[0], r.getrlimit(r.RLIMIT_AS)[0])";
+    let r = run(&app, f, json!({"source_code": rlimits, "language_id": 71})).await;
+    assert_eq!(r["stdout"], format!("{} -1\n", 64000 * 1024), "Judge0's default stack, no address-space bound: {r}");
+    let asked = json!({"source_code": rlimits, "language_id": 71, "stack_limit": 16000, "memory_limit": 200000,
+        "enable_per_process_and_thread_memory_limit": true});
+    let r = run(&app, f, asked).await;
+    assert_eq!(r["stdout"], format!("{} {}\n", 16000 * 1024, 200000 * 1024), "{r}");
+
+    // About 32 MB of stack: fits Judge0's 64000 KB, not 8000 KB.
+    // Each level reads its own frame after the call, so every frame stays.
+    let deep =
+        "#include <stdio.h>\nint down(int n) { volatile char pad[1024]; pad[0] = (char)n; if (n == 0) return 0; \
+        int r = down(n - 1); return r + (pad[0] == (char)n); }\nint main(void) { printf(\"%d\\n\", down(32000)); }";
+    let r = run(&app, f, json!({"source_code": deep, "language_id": 50})).await;
+    assert_eq!((r["status_id"].as_u64(), &r["stdout"]), (Some(3), &json!("32000\n")), "{r}");
+    let r = run(&app, f, json!({"source_code": deep, "language_id": 50, "stack_limit": 8000})).await;
+    assert_eq!(r["status_id"], 7, "a stack overflow is SIGSEGV: {r}");
+
+    // 300 MiB mapped and never touched: the box's memory allows it, an
+    // address space of 128000 KB does not.
+    let map = "import mmap\nm = mmap.mmap(-1, 300 << 20)\nprint('mapped')";
+    let r = run(&app, f, json!({"source_code": map, "language_id": 71})).await;
+    assert_eq!((r["status_id"].as_u64(), &r["stdout"]), (Some(3), &json!("mapped\n")), "{r}");
+    let per_process =
+        json!({"source_code": map, "language_id": 71, "enable_per_process_and_thread_memory_limit": true});
+    let r = run(&app, f, per_process).await;
+    assert_eq!((r["status_id"].as_u64(), &r["stdout"]), (Some(11), &Value::Null), "{r}");
+
+    // 1.3 s of CPU against a 1 s limit: with a second of extra time the
+    // program finishes (and is still judged over its limit); without, it
+    // is stopped before it prints.
+    let burn = "import time\nwhile time.process_time() < 1.3: pass\nprint('finished')";
+    let extra = |e: f64| json!({"source_code": burn, "language_id": 71, "cpu_time_limit": 1, "cpu_extra_time": e});
+    let r = run(&app, f, extra(1.0)).await;
+    assert_eq!(r, json!({"stdout": "finished\n", "status_id": 5, "message": "Time limit exceeded"}));
+    let r = run(&app, f, extra(0.0)).await;
+    assert_eq!(r, json!({"stdout": null, "status_id": 5, "message": "Time limit exceeded"}));
+}
+
+/// `compile_output` holds the compiler's warnings, also when the second
+/// submission of the same source is compiled from the cache.
+#[tokio::test]
+async fn compile_output_survives_the_compile_cache() {
+    let app = app();
+    let source = format!("#warning \"careful {}\"\nint main(void) {{ return 0; }}\n", std::process::id());
+    let first = run(&app, "&fields=compile_output,status_id", json!({"source_code": source, "language_id": 50})).await;
+    let output = first["compile_output"].as_str().unwrap_or_default().to_owned();
+    assert!(output.contains("warning: #warning \"careful"), "{first}");
+    let second = run(&app, "&fields=compile_output,status_id", json!({"source_code": source, "language_id": 50})).await;
+    assert_eq!(second, json!({"compile_output": output, "status_id": 3}));
+}
+
 #[tokio::test]
 async fn plain_text_executable_forms_and_token_headers() {
     let app = app();

@@ -88,6 +88,14 @@ async fn compile_errors_stop_before_the_cases() {
     let second = post_json(&app, "/api/v1/runs", &good).await.json();
     assert_eq!((&second["status"], &second["compile"]["cached"]), (&json!("ok"), &json!(true)), "{second}");
     assert_eq!(second["cases"][0]["stdout"], "c\n");
+    // A cache hit shows the warnings the compile printed.
+    let warned = json!({"language": "c", "files": [{"path": "main.c",
+        "content": "#warning \"native careful\"\nint main(void){return 0;}"}]});
+    let first = post_json(&app, "/api/v1/runs", &warned).await.json();
+    let stderr = first["compile"]["stderr"].as_str().unwrap_or_default().to_owned();
+    assert!(stderr.contains("native careful"), "{first}");
+    let second = post_json(&app, "/api/v1/runs", &warned).await.json();
+    assert_eq!((&second["compile"]["cached"], &second["compile"]["stderr"]), (&json!(true), &json!(stderr)));
 }
 
 #[tokio::test]

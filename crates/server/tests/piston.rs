@@ -75,6 +75,25 @@ async fn c_compile_failure_answers_run_equal_to_compile() {
     assert_eq!(normalized(&body["run"]), stage("hi\n", "", json!(0), Value::Null, Value::Null, Value::Null));
 }
 
+/// A compile's warnings are in the compile stage, also when the second run
+/// of the same source is served from the compile cache.
+#[tokio::test]
+async fn compile_warnings_survive_the_compile_cache() {
+    let app = app();
+    let source = format!("#warning \"careful {}\"\nint main(void) {{ return 0; }}\n", std::process::id());
+    let mut stages = Vec::new();
+    for _ in 0..2 {
+        let r = post_json(&app, "/api/v2/execute", &execute("c", "*", &source)).await;
+        assert_eq!(r.status, 200);
+        stages.push(r.json()["compile"].clone());
+    }
+    let stderr = stages[0]["stderr"].as_str().unwrap_or_default().to_owned();
+    assert!(stderr.contains("warning: #warning \"careful"), "{}", stages[0]);
+    assert_eq!(stages[1]["stderr"], json!(stderr), "from the cache: {}", stages[1]);
+    assert_eq!(stages[1]["output"], json!(stderr));
+    assert_eq!(stages[1]["code"], 0);
+}
+
 #[tokio::test]
 async fn timeouts_are_to_with_sigkill() {
     let app = app();

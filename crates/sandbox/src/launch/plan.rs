@@ -145,6 +145,8 @@ pub(crate) enum Limit {
     CpuSeconds,
     RealtimePriority,
     Processes,
+    Stack,
+    AddressSpace,
 }
 
 impl Limit {
@@ -159,6 +161,8 @@ impl Limit {
             Limit::CpuSeconds => Resource::Cpu,
             Limit::RealtimePriority => Resource::Rtprio,
             Limit::Processes => Resource::Nproc,
+            Limit::Stack => Resource::Stack,
+            Limit::AddressSpace => Resource::As,
         }
     }
 }
