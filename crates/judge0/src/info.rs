@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::http::{json_response, plain};
@@ -144,11 +145,62 @@ pub async fn workers(State(j0): State<Arc<Judge0>>) -> Response {
 }
 
 /// The statistics are cached for ten minutes, as Judge0 caches them.
-pub type StatisticsCache = Mutex<Option<(u64, Value)>>;
+pub type StatisticsCache = Mutex<Option<(u64, Arc<Statistics>)>>;
 const STATISTICS_TTL_MS: u64 = 600_000;
+const DAY_MS: u64 = 86_400_000;
+
+/// `/statistics`, its keys in Judge0's order.
+#[derive(Serialize)]
+pub struct Statistics {
+    created_at: String,
+    cached_until: String,
+    submissions: Counts,
+    languages: Vec<LanguageCount>,
+    statuses: Vec<StatusCount>,
+    database: Database,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    total: u64,
+    today: u64,
+    /// The 30 days before today, newest first, each with its count (0 too).
+    last_30_days: Ordered,
+}
+
+#[derive(Serialize)]
+struct IdName {
+    id: u32,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct LanguageCount {
+    language: IdName,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct StatusCount {
+    status: IdName,
+    count: u64,
+}
+
+#[derive(Serialize)]
+struct Database {
+    size_pretty: String,
+    size_in_bytes: u64,
+}
+
+/// Rails' `DateTime#as_json` (what `DateTime.now` gives): milliseconds and
+/// `+00:00`, where a record's `Time` gives `Z`.
+fn datetime(ms: u64) -> String {
+    let t = timestamp(ms);
+    format!("{}+00:00", t.trim_end_matches('Z'))
+}
 
 fn date(ms: u64) -> String {
-    let (y, m, d) = civil(ms / 86_400_000);
+    let (y, m, d) = civil(ms / DAY_MS);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -161,7 +213,7 @@ pub async fn statistics(
     if !invalidate {
         if let Ok(cached) = j0.statistics.lock() {
             if let Some((_, body)) = cached.as_ref().filter(|(at, _)| now < at + STATISTICS_TTL_MS) {
-                return json_response(StatusCode::OK, body);
+                return json_response(StatusCode::OK, body.as_ref());
             }
         }
     }
@@ -172,42 +224,49 @@ pub async fn statistics(
             return crate::http::error(StatusCode::SERVICE_UNAVAILABLE, "the submission store is unavailable");
         }
     };
-    let today = date(now);
-    let month_ago = now.saturating_sub(30 * 86_400_000);
-    let (mut total_today, mut days) = (0u64, BTreeMap::<String, u64>::new());
+    let today = now / DAY_MS;
+    let (mut total_today, mut days) = (0u64, BTreeMap::<u64, u64>::new());
     let (mut by_language, mut by_status) = (BTreeMap::<(u32, String), u64>::new(), BTreeMap::<u8, u64>::new());
     let mut bytes = 0u64;
     for b in &page.bodies {
         bytes += b.len() as u64;
         let Ok(s) = serde_json::from_slice::<Submission>(b) else { continue };
-        let d = date(s.created_at_ms);
-        if d == today {
+        let day = s.created_at_ms / DAY_MS;
+        if day == today {
             total_today += 1;
         }
-        if s.created_at_ms >= month_ago {
-            *days.entry(d).or_default() += 1;
-        }
+        *days.entry(day).or_default() += 1;
         *by_language.entry((s.language_id, s.language_name.clone())).or_default() += 1;
         *by_status.entry(s.status_id).or_default() += 1;
     }
+    // Most counted first, as Judge0 sorts them.
     let mut languages: Vec<_> = by_language.into_iter().collect();
     languages.sort_by_key(|l| std::cmp::Reverse(l.1));
     let mut statuses: Vec<_> = by_status.into_iter().collect();
     statuses.sort_by_key(|s| std::cmp::Reverse(s.1));
-    let body = json!({
-        "created_at": timestamp(now),
-        "cached_until": timestamp(now + STATISTICS_TTL_MS),
-        "submissions": {"total": page.total, "today": total_today, "last_30_days": days},
-        "languages": languages.iter().map(|((id, name), n)| json!({"language": {"id": id, "name": name}, "count": n}))
-            .collect::<Vec<_>>(),
-        "statuses": statuses.iter().map(|(id, n)| json!({
-            "status": {"id": id, "name": STATUSES.get(usize::from(*id).wrapping_sub(1)).copied().unwrap_or("")},
-            "count": n}))
-            .collect::<Vec<_>>(),
-        "database": {"size_pretty": format!("{} kB", bytes / 1024), "size_in_bytes": bytes},
+    let last_30_days = (1..=30u64)
+        .filter_map(|back| today.checked_sub(back))
+        .map(|day| (date(day * DAY_MS), json!(days.get(&day).copied().unwrap_or(0))))
+        .collect();
+    let body = Arc::new(Statistics {
+        created_at: datetime(now),
+        cached_until: datetime(now + STATISTICS_TTL_MS),
+        submissions: Counts { total: page.total, today: total_today, last_30_days: Ordered(last_30_days) },
+        languages: languages
+            .into_iter()
+            .map(|((id, name), count)| LanguageCount { language: IdName { id, name }, count })
+            .collect(),
+        statuses: statuses
+            .into_iter()
+            .map(|(id, count)| {
+                let name = STATUSES.get(usize::from(id).wrapping_sub(1)).copied().unwrap_or("").to_owned();
+                StatusCount { status: IdName { id: id.into(), name }, count }
+            })
+            .collect(),
+        database: Database { size_pretty: format!("{} kB", bytes / 1024), size_in_bytes: bytes },
     });
     if let Ok(mut cached) = j0.statistics.lock() {
         *cached = Some((now, body.clone()));
     }
-    json_response(StatusCode::OK, &body)
+    json_response(StatusCode::OK, body.as_ref())
 }

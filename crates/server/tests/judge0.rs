@@ -307,12 +307,45 @@ async fn workers_system_info_and_statistics() {
     assert!(s["Mem"].as_str().is_some_and(|m| m.ends_with("Gi")), "{s}");
     assert!(s.as_object().is_some_and(|o| o.values().all(Value::is_string)));
     run(&app, "", json!({"source_code": "print(1)", "language_id": 71})).await;
-    let st = get(&app, "/judge0/statistics?invalidate_cache=true").await.json();
+    let r = get(&app, "/judge0/statistics?invalidate_cache=true").await;
+    let text = String::from_utf8_lossy(&r.bytes).into_owned();
+    let st = r.json();
     assert_eq!(st["submissions"]["total"], 1);
     assert_eq!(st["submissions"]["today"], 1);
     assert_eq!(st["statuses"], json!([{"status": {"id": 13, "name": "Internal Error"}, "count": 1}]));
     assert_eq!(st["languages"][0]["language"]["id"], 71);
-    assert!(st["created_at"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24));
+    // Rails' DateTime: milliseconds and +00:00.
+    assert!(st["created_at"].as_str().is_some_and(|t| t.ends_with("+00:00") && t.len() == 29), "{st}");
+    // Judge0's key order, and the 30 days before today, newest first, zeros too.
+    let order = [
+        "\"created_at\"",
+        "\"cached_until\"",
+        "\"submissions\"",
+        "\"total\"",
+        "\"today\"",
+        "\"last_30_days\"",
+        "\"languages\"",
+        "\"statuses\"",
+        "\"database\"",
+        "\"size_pretty\"",
+        "\"size_in_bytes\"",
+    ];
+    let at: Vec<usize> = order.iter().map(|k| text.find(k).unwrap_or(usize::MAX)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let days = st["submissions"]["last_30_days"].as_object().expect("days").clone();
+    assert_eq!(days.len(), 30);
+    assert!(days.values().all(|n| n == 0), "today is not among them: {st}");
+    let listed: Vec<&str> = text
+        .split("\"last_30_days\":{")
+        .nth(1)
+        .unwrap_or("")
+        .split('}')
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(|kv| kv.split(':').next().unwrap_or(""))
+        .collect();
+    assert!(listed.windows(2).all(|w| w[0] > w[1]), "newest first: {listed:?}");
 }
 
 // ---- the root tier: real boxes ----
