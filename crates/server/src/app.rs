@@ -65,6 +65,25 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/judge0/workers"),
     ("post", "/judge0/authenticate"),
     ("post", "/judge0/authorize"),
+    // Judge0's CORS preflights (Rack::Cors answers OPTIONS on every path).
+    ("options", "/judge0"),
+    ("options", "/judge0/submissions"),
+    ("options", "/judge0/submissions/batch"),
+    ("options", "/judge0/submissions/{token}"),
+    ("options", "/judge0/languages"),
+    ("options", "/judge0/languages/all"),
+    ("options", "/judge0/languages/{id}"),
+    ("options", "/judge0/statuses"),
+    ("options", "/judge0/about"),
+    ("options", "/judge0/version"),
+    ("options", "/judge0/isolate"),
+    ("options", "/judge0/license"),
+    ("options", "/judge0/system_info"),
+    ("options", "/judge0/config_info"),
+    ("options", "/judge0/statistics"),
+    ("options", "/judge0/workers"),
+    ("options", "/judge0/authenticate"),
+    ("options", "/judge0/authorize"),
 ];
 
 /// The OpenAPI 3.1 document of the HTTP API.
