@@ -30,6 +30,7 @@ pub mod metrics;
 mod native;
 pub mod notify;
 mod piston;
+mod piston_versions;
 mod piston_ws;
 pub mod queue;
 pub mod runs;

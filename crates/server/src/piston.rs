@@ -53,7 +53,14 @@ pub struct Prepared {
 /// order and with its messages; every error is a 400 `{"message"}`.
 pub fn prepare(engine: &Engine, body: serde_json::Value) -> Result<Prepared, ApiError> {
     let req = ExecuteRequest::parse(body).map_err(bad)?;
-    let Some(language) = engine.resolve(&req.language, Some(&req.version)) else {
+    let language = engine.resolve(&req.language, Some(&req.version)).or_else(|| {
+        // A version Piston published for this language runs on the installed one.
+        let installed = engine.resolve(&req.language, None)?;
+        let names =
+            std::iter::once(installed.spec.id.as_str()).chain(installed.spec.aliases.iter().map(String::as_str));
+        crate::piston_versions::published(names, &req.version).then_some(installed)
+    });
+    let Some(language) = language else {
         return Err(bad(format!("{}-{} runtime is unknown", req.language, req.version)));
     };
     let main_index = req.check_main_file().map_err(bad)?;

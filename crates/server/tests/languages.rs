@@ -62,10 +62,17 @@ async fn every_installed_language_passes_its_test_programs() {
 }
 
 /// A request as Piston's CI sends a package's `test.*` program (its CLI's
-/// `run` command): the file under its own name, version `*`, the CLI's
-/// default timeouts.
+/// `run RUNTIME -l PACKAGE_VERSION FILE`): the file under its own name,
+/// the version of Piston's package (not evald's), the CLI's default
+/// timeouts.
 fn piston_ci_request(language: &str, file: &str, content: &str) -> Value {
-    json!({"language": language, "version": "*", "files": [{"name": file, "content": content, "encoding": "utf8"}],
+    let version = match language {
+        "java" => "15.0.2",
+        "cobol" => "3.1.2",
+        _ => "2.15.5",
+    };
+    json!({"language": language, "version": version,
+           "files": [{"name": file, "content": content, "encoding": "utf8"}],
            "args": [], "stdin": "", "compile_timeout": 10000, "run_timeout": 3000})
 }
 

@@ -161,14 +161,31 @@ async fn versions_aliases_and_base64_files() {
     let app = app();
     let version = python_version();
     let major = version.split('.').next().unwrap_or_default().to_owned();
-    for (language, range) in
-        [("python", "*"), ("python", &format!("{major}.x") as &str), ("python", &version), ("py", "*")]
-    {
+    // Piston's own published versions (its public instance's) run on the
+    // installed one, whatever name the client uses.
+    for (language, range) in [
+        ("python", "*"),
+        ("python", &format!("{major}.x") as &str),
+        ("python", &version),
+        ("py", "*"),
+        ("python", "3.10.0"),
+        ("py", "3.12.0"),
+    ] {
         let r = post_json(&app, "/api/v2/execute", &execute(language, range, "print('v')")).await;
         assert_eq!(r.status, 200, "{language} {range}");
         let body = r.json();
         assert_eq!((&body["language"], &body["version"]), (&json!("python"), &json!(version)), "{language} {range}");
         assert_eq!(body["run"]["stdout"], "v\n");
+    }
+    // A version Piston never published, or a range nothing installed
+    // matches, is unknown, as in Piston.
+    for (language, range) in [("python", "9.9.9"), ("python", "3.10"), ("python", "<3"), ("nosuch", "3.10.0")] {
+        let r = post_json(&app, "/api/v2/execute", &execute(language, range, "print('v')")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.json()),
+            (400, json!({"message": format!("{language}-{range} runtime is unknown")})),
+            "{language} {range}"
+        );
     }
     let b64 = base64::engine::general_purpose::STANDARD.encode("print('from base64')");
     let body = json!({"language": "python", "version": "*", "files": [
