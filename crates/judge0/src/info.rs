@@ -134,7 +134,7 @@ pub async fn workers(State(j0): State<Arc<Judge0>>) -> Response {
     let idle = capacity.free_slots().min(slots);
     let body = vec![Ordered(vec![
         ("queue".into(), json!(VERSION)),
-        ("size".into(), json!(capacity.waiting())),
+        ("size".into(), json!(j0.waiting().await)),
         ("available".into(), json!(slots)),
         ("idle".into(), json!(idle)),
         ("working".into(), json!(slots - idle)),

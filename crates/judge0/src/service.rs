@@ -35,6 +35,9 @@ pub trait SharedQueue: Send + Sync {
     /// Queues the stored submission `token`: `Ok(false)` when the queue is
     /// full.
     fn enqueue<'a>(&'a self, token: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, StateError>> + Send + 'a>>;
+
+    /// Entries accepted and not taken by any node yet.
+    fn waiting(&self) -> Pin<Box<dyn Future<Output = Result<u64, StateError>> + Send + '_>>;
 }
 
 /// A queued submission as a worker finds it.
@@ -107,6 +110,18 @@ impl Judge0 {
     /// Submissions waiting for capacity on this node.
     pub fn queue_full(&self, more: usize) -> bool {
         self.engine.capacity().waiting() + more > self.config.max_queue_size
+    }
+
+    /// What waits to run: this node's admission queue, and in a cluster
+    /// the run queue's entries no node has taken yet (0 when Redis does
+    /// not answer).
+    pub async fn waiting(&self) -> u64 {
+        let local = self.engine.capacity().waiting() as u64;
+        let shared = match &self.queue {
+            Some(q) => q.waiting().await.unwrap_or(0),
+            None => 0,
+        };
+        local + shared
     }
 
     /// Whether `wait=false` submissions go to the cluster's run queue.

@@ -463,6 +463,10 @@ impl evald_judge0::SharedQueue for ClusterQueue {
             Ok(self.queue.enqueue(&job, self.settings.max_depth).await?.is_some())
         })
     }
+
+    fn waiting(&self) -> Pin<Box<dyn Future<Output = Result<u64, StateError>> + Send + '_>> {
+        Box::pin(async move { Ok(self.queue.depth().await?.waiting) })
+    }
 }
 
 /// Retries an operation while Redis is away, at most [`RETRY_BOUND`].

@@ -850,6 +850,27 @@ async fn with_redis_any_node_answers_any_token() {
     let listed = send_with(&b, "GET", "/judge0/submissions?fields=token", &[("X-Auth-User", "admin")]).await.json();
     assert_eq!(listed["submissions"], json!([{"token": token}]));
     assert_eq!(listed["meta"]["total_count"], 1);
+
+    // `wait=false` goes into the cluster's run queue (no node's worker runs
+    // here, so it stays there): In Queue on every node, counted by every
+    // node's /workers.
+    let r = post_json(&a, "/judge0/submissions", &json!({"source_code": "print(2)", "language_id": 71})).await;
+    assert_eq!(r.status, 201);
+    let queued = r.json()["token"].as_str().expect("token").to_owned();
+    let r = get(&b, &format!("/judge0/submissions/{queued}?fields=status")).await;
+    assert_eq!(r.json(), json!({"status": {"id": 1, "description": "In Queue"}}));
+    for node in [&a, &b] {
+        assert_eq!(get(node, "/judge0/workers").await.json()[0]["size"], 1);
+    }
+    // The run queue's depth (10 here) bounds them: then 503, nothing stored.
+    for _ in 1..10 {
+        let r = post_json(&b, "/judge0/submissions", &json!({"source_code": "print(3)", "language_id": 71})).await;
+        assert_eq!(r.status, 201);
+    }
+    let r = post_json(&a, "/judge0/submissions", &json!({"source_code": "print(4)", "language_id": 71})).await;
+    assert_eq!((r.status.as_u16(), r.json()), (503, json!({"error": "queue is full"})));
+    let listed = send_with(&a, "GET", "/judge0/submissions?fields=token", &[("X-Auth-User", "admin")]).await.json();
+    assert_eq!(listed["meta"]["total_count"], 11, "the refused one is not kept");
 }
 
 fn common_config() -> evald_server::ServerConfig {
