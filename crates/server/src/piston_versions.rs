@@ -2,8 +2,11 @@
 //! language: a Piston client pinned to one of them (its CI sends a
 //! package's own version, and many clients copy the versions of Piston's
 //! public instance) gets evald's installed version of that language instead
-//! of "runtime is unknown". The answer's `version` says which ran. A
-//! version Piston never published, and a range, still match only what is
+//! of "runtime is unknown", even when the installed one is older (most
+//! programs run; one that needs the newer version fails as it would on an
+//! old Piston). The answer's `version` says which ran. A version Piston
+//! never published, a range, and a version Piston published for another
+//! runtime (`py` 2.7.18 is its python2) still match only what is
 //! installed.
 
 /// (runtime language, its published versions), from Piston's package
