@@ -36,6 +36,11 @@ pub trait SharedQueue: Send + Sync {
     /// full.
     fn enqueue<'a>(&'a self, token: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, StateError>> + Send + 'a>>;
 
+    /// Whether every node that reads the queue reads Judge0's entries (a
+    /// node of an older version would drop them): otherwise submissions
+    /// run on the node that takes them, as before the shared queue.
+    fn readable_by_all(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+
     /// Entries accepted and not taken by any node yet.
     fn waiting(&self) -> Pin<Box<dyn Future<Output = Result<u64, StateError>> + Send + '_>>;
 }
@@ -162,7 +167,10 @@ impl Judge0 {
                 return Err(Refused::Invalid(errors));
             }
         }
-        let shared = self.queue.as_ref().filter(|_| !wait);
+        let shared = match &self.queue {
+            Some(q) if !wait && q.readable_by_all().await => Some(q),
+            _ => None,
+        };
         let ticket = match (&prepared, shared) {
             (Ok(p), None) => Some(self.engine.capacity().enqueue(p.memory).map_err(|_| Refused::QueueFull)?),
             _ => None,

@@ -52,6 +52,13 @@ use crate::runs::Runner;
 /// How long a `queued` or `running` status is kept (it is replaced by the
 /// result when the run is done): far longer than any run waits.
 const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The entry kind a node announces it reads, besides native runs.
+const JUDGE0_KIND: &str = "judge0";
+/// How long an announcement lasts; renewed every third of it.
+const ANNOUNCE_TTL: Duration = Duration::from_secs(9);
+/// A consumer that read less than this ago is a live node.
+const LIVE_READER: Duration = Duration::from_secs(10);
+
 /// How long a Redis operation of the worker is retried while Redis is away.
 const RETRY_BOUND: Duration = Duration::from_secs(30);
 
@@ -198,7 +205,38 @@ impl ClusterQueue {
     /// once the node stops and every run it started has ended (the toucher
     /// keeps touching those until then).
     pub async fn run(self: Arc<Self>) {
-        tokio::join!(self.clone().read_loop(), self.clone().reclaim_loop(), self.clone().touch_loop());
+        // Announced before the first read, so that no other node sees this
+        // one read without it.
+        self.announce().await;
+        tokio::join!(
+            self.clone().read_loop(),
+            self.clone().reclaim_loop(),
+            self.clone().touch_loop(),
+            self.clone().announce_loop()
+        );
+    }
+
+    async fn announce(&self) {
+        if let Err(e) = self.queue.announce(&self.settings.node, JUDGE0_KIND, ANNOUNCE_TTL).await {
+            tracing::debug!(error = %e, "announcing the queue entries this node reads failed");
+        }
+    }
+
+    /// Renews the announcement that this node reads Judge0's entries.
+    async fn announce_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(ANNOUNCE_TTL / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut phase = self.phase.clone();
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = phase.wait_for(|p| *p == Phase::Stopping) => true,
+            };
+            if stopping {
+                return;
+            }
+            self.announce().await;
+        }
     }
 
     /// Marks an entry held; false when it is held already.
@@ -461,6 +499,26 @@ impl evald_judge0::SharedQueue for ClusterQueue {
         Box::pin(async move {
             let job = serde_json::json!({ "judge0": token }).to_string();
             Ok(self.queue.enqueue(&job, self.settings.max_depth).await?.is_some())
+        })
+    }
+
+    /// Asked on every submission (two Redis round trips), so that the
+    /// first node of an older version to read is seen at once.
+    fn readable_by_all(&self) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            match self.queue.readable_by_all(JUDGE0_KIND, LIVE_READER).await {
+                Ok(true) => true,
+                Ok(false) => {
+                    tracing::info!(
+                        "a node that does not read Judge0's entries reads the run queue: a submission runs here"
+                    );
+                    false
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "checking the run queue's readers failed");
+                    false
+                }
+            }
         })
     }
 

@@ -871,6 +871,19 @@ async fn with_redis_any_node_answers_any_token() {
     assert_eq!((r.status.as_u16(), r.json()), (503, json!({"error": "queue is full"})));
     let listed = send_with(&a, "GET", "/judge0/submissions?fields=token", &[("X-Auth-User", "admin")]).await.json();
     assert_eq!(listed["meta"]["total_count"], 11, "the refused one is not kept");
+
+    // A node of an older version reads the queue (it would drop Judge0's
+    // entries): submissions run on the node that takes them instead (here
+    // without a sandbox: an Internal Error at once), the full queue aside.
+    let cli = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "XGROUP", "CREATECONSUMER", "j0test:runs", "workers", "old-node"])
+        .output()
+        .expect("redis-cli runs");
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "1", "{cli:?}");
+    let r = post_json(&a, "/judge0/submissions", &json!({"source_code": "print(5)", "language_id": 71})).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.bytes));
+    let local = r.json()["token"].as_str().expect("token").to_owned();
+    until_status(&b, &local, 13).await;
 }
 
 fn common_config() -> evald_server::ServerConfig {

@@ -20,6 +20,12 @@
 //!
 //! If Redis loses the stream (a restart without persistence), the group is
 //! created again by the first call that finds it missing.
+//!
+//! Entry kinds added after the first version (Judge0's) must not reach a
+//! node that cannot read them (it would drop them as unreadable). A node
+//! announces the kinds it reads ([`RunQueue::announce`], a key with a time
+//! to live that it renews); [`RunQueue::readable_by_all`] says whether
+//! every consumer that read lately has announced a kind.
 
 use std::time::Duration;
 
@@ -370,6 +376,55 @@ impl RunQueue {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| StateError::from_redis("hand_back", e))
+    }
+
+    fn announce_key(&self, kind: &str, consumer: &str) -> String {
+        self.keys.key(&format!("runs:reads:{kind}:{consumer}"))
+    }
+
+    /// Announces that `consumer` reads entries of `kind`, for `ttl` (renew
+    /// it more often).
+    pub async fn announce(&self, consumer: &str, kind: &str, ttl: Duration) -> Result<(), StateError> {
+        redis::cmd("SET")
+            .arg(self.announce_key(kind, consumer))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .exec_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| StateError::from_redis("announce", e))
+    }
+
+    /// Whether every consumer that read from the queue less than `recent`
+    /// ago has announced `kind` (true when none has: the first node to read
+    /// announces before it reads).
+    pub async fn readable_by_all(&self, kind: &str, recent: Duration) -> Result<bool, StateError> {
+        let reply: Result<redis::streams::StreamInfoConsumersReply, RedisError> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.stream())
+            .arg(GROUP)
+            .query_async(&mut self.conn.clone())
+            .await;
+        let consumers = match reply {
+            Ok(r) => r.consumers,
+            // No stream or group yet: no consumer either.
+            Err(e) if e.code() == Some("NOGROUP") || e.code() == Some("ERR") => return Ok(true),
+            Err(e) => return Err(StateError::from_redis("readable_by_all", e)),
+        };
+        let live: Vec<String> = consumers
+            .into_iter()
+            .filter(|c| (c.idle as u128) < recent.as_millis())
+            .map(|c| self.announce_key(kind, &c.name))
+            .collect();
+        if live.is_empty() {
+            return Ok(true);
+        }
+        let announced: u64 = redis::cmd("EXISTS")
+            .arg(&live)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| StateError::from_redis("readable_by_all", e))?;
+        Ok(announced == live.len() as u64)
     }
 
     /// Runs waiting and in flight.
