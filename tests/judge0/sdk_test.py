@@ -5,7 +5,8 @@ base URLs: the /judge0 prefix of the main listener and the root of the
 --judge0-listen listener. Exits non-zero on the first failed check.
 
     sdk_test.py BASE_URL [BASE_URL...]        the checks
-    sdk_test.py --bench N BASE_URL             hello-world round trips
+    sdk_test.py --bench ROUNDS BASE_URL MAIN_URL  hello-world round trips
+                                                 beside a baseline
 """
 import statistics
 import sys
@@ -51,43 +52,69 @@ def checks(base):
     check(f"{base} explicit id 71", r.status, judge0.Status.ACCEPTED)
 
 
-def bench(base, n):
-    client = judge0.Client(base)
-    judge0.run(client=client, source_code='print("hello, world")', language=judge0.PYTHON)  # warm /about
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r = judge0.run(client=client, source_code='print("hello, world")', language=judge0.PYTHON)
-        times.append((time.perf_counter() - t) * 1000)
-        check_quiet = r.stdout == "hello, world\n"
-        if not check_quiet:
-            raise SystemExit(f"FAIL bench: {r.stdout!r}")
-    report(f"judge0 sdk python hello-world round trip (the SDK polls every 100 ms) over {n} runs", times)
-    # The same run in one request (wait=true), for comparison.
+def bench(base, main, rounds, per_round=5):
+    """The SDK's hello-world round trip beside one `wait=true` request, a
+    Piston request to the same server and bare `python3` on the host (the
+    baseline), in alternating order each round."""
+    import subprocess
     import httpx
-    body = {"source_code": 'print("hello, world")', "language_id": 71}
-    with httpx.Client(base_url=base) as http:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            r = http.post("/submissions?wait=true", json=body)
-            times.append((time.perf_counter() - t) * 1000)
-            if r.status_code != 201 or r.json().get("stdout") != "hello, world\n":
-                raise SystemExit(f"FAIL bench wait=true: {r.status_code} {r.text}")
-    report(f"POST /submissions?wait=true python hello-world over {n} runs", times)
+
+    src = 'print("hello, world")'
+    client = judge0.Client(base)
+    http = httpx.Client(timeout=30)
+
+    def sdk():
+        r = judge0.run(client=client, source_code=src, language=judge0.PYTHON)
+        return r.stdout
+
+    def wait_true():
+        r = http.post(f"{base}/submissions?wait=true", json={"source_code": src, "language_id": 71})
+        return r.json().get("stdout")
+
+    def piston():
+        body = {"language": "python", "version": "*", "files": [{"content": src}]}
+        return http.post(f"{main}/api/v2/execute", json=body).json()["run"]["stdout"]
+
+    def bare():
+        # The interpreter the boxes run (languages/python.toml), not whatever PATH finds.
+        return subprocess.run(["/usr/bin/python3", "-c", src], capture_output=True, text=True, check=True).stdout
+
+    sides = [("bare /usr/bin/python3 -c on the host (baseline)", bare), ("Judge0 SDK judge0.run (polls every 100 ms)", sdk),
+             ("POST /judge0/submissions?wait=true", wait_true), ("Piston POST /api/v2/execute", piston)]
+    for _, f in sides:  # warm: the SDK's /about and /languages, the interpreter's files
+        f()
+    times = {name: [] for name, _ in sides}
+    ratios = {name: [] for name, _ in sides}
+    for r in range(rounds):
+        medians = {}
+        for name, f in sides[r % len(sides):] + sides[:r % len(sides)]:
+            got = []
+            for _ in range(per_round):
+                t = time.perf_counter()
+                out = f()
+                got.append((time.perf_counter() - t) * 1000)
+                if out != "hello, world\n":
+                    raise SystemExit(f"FAIL bench {name}: {out!r}")
+            times[name] += got
+            medians[name] = statistics.median(got)
+        for name in medians:
+            ratios[name].append(medians[name] / medians[sides[0][0]])
+    print(f"{rounds} rounds of {per_round} runs per side, sides alternating; ratio = the median round's "
+          "median over the baseline's in the same round")
+    for name, _ in sides:
+        report(name, times[name], statistics.median(ratios[name]))
 
 
-def report(what, times):
+def report(what, times, ratio):
     times = sorted(times)
     p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-    print(f"{what}: median {statistics.median(times):.1f} ms, p99 {p99:.1f} ms, "
-          f"min {times[0]:.1f} ms, max {times[-1]:.1f} ms")
+    print(f"{what}: median {statistics.median(times):.1f} ms, p99 {p99:.1f} ms, x{ratio:.1f} the baseline")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--bench"]:
-        bench(args[2], int(args[1]))
+        bench(args[2], args[3], int(args[1]))
     else:
         for base in args:
             checks(base)
