@@ -427,6 +427,11 @@ async fn rolling_restart(balancer: Balancer, blocks: [u32; 3]) {
         let status = cluster.nodes[i].terminate().await;
         let drained = started.elapsed();
         assert!(status.success(), "{} exited with {status}\n{}", cluster.nodes[i].name, cluster.logs());
+        // Every part of the node ended by itself (none was cut off by the
+        // exit's bound: the run queue's worker once waited for its next tick).
+        let log = std::fs::read_to_string(cluster.dir.path().join(format!("{}.log", cluster.nodes[i].name)))
+            .expect("the node's log");
+        assert!(!log.contains("did not end in time"), "{}\n{}", cluster.nodes[i].name, cluster.logs());
         cluster.nodes[i].start();
         let node = &cluster.nodes[i];
         until("the restarted node to be ready", || async { node.ready().await.then_some(()) }).await;

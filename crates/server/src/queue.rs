@@ -335,11 +335,15 @@ impl ClusterQueue {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut held = self.held_count.subscribe();
+        let mut phase = self.phase.clone();
         loop {
+            let stopping = self.is_stopping();
             tokio::select! {
                 _ = tick.tick() => {}
                 // Once the node stops and nothing is held, nothing will be.
-                _ = held.wait_for(|n| *n == 0), if self.is_stopping() => return,
+                _ = held.wait_for(|n| *n == 0), if stopping => return,
+                // Woken when the node stops, to await the end of its runs.
+                _ = phase.wait_for(|p| *p == Phase::Stopping), if !stopping => continue,
             }
             let ids: Vec<String> = match self.held.lock() {
                 Ok(h) => h.keys().cloned().collect(),

@@ -14,6 +14,9 @@ use crate::session::Session;
 use crate::{blocking, now_secs, SessionConfig, SessionError};
 
 /// All sessions of this node.
+/// Working copies opened by this process (each gets its own directory).
+static WORKING_COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct Manager {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: SessionConfig,
@@ -239,7 +242,11 @@ impl Manager {
             })?;
         }
         let engine = self.engine.clone();
-        let name = format!("s-{id}");
+        // A name of its own per working copy: a copy this node dropped
+        // (another node took the session, then this one took it back) may
+        // still be alive, and its end unmounts and removes its directory.
+        let copy = WORKING_COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("s-{id}-{copy}");
         // The quota is counted in bytes of files; the tmpfs cap behind it
         // leaves room for page rounding and directories.
         let size = self.config.disk_bytes + (self.config.max_files as u64 + 64) * 4096;
