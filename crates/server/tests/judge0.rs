@@ -764,57 +764,11 @@ async fn plain_text_executable_forms_and_token_headers() {
     assert_eq!(r.json(), json!({"submissions": [{"stdout": "1\n"}]}), "tokens in a header");
 }
 
-/// A `redis-server` of this test on a free loopback port (its directory
-/// kept while it runs), killed (by its pid) on drop.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        // Bounded: wait until it answers PING.
-        for _ in 0..400 {
-            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
-                use std::io::{Read, Write};
-                s.write_all(b"PING\r\n").ok()?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf).ok()?;
-                Some(&buf == b"+PONG\r\n")
-            });
-            if pong == Some(true) {
-                return RedisServer { child, port, _dir: dir };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not answer");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// With Redis, submissions are records there: a token made on one node is
 /// answered by another, and listed by both.
 #[tokio::test]
 async fn with_redis_any_node_answers_any_token() {
-    let redis = RedisServer::start();
+    let redis = common::RedisServer::start();
     let node = |n: u32| {
         let url = format!("redis://127.0.0.1:{}/", redis.port);
         async move {

@@ -430,3 +430,37 @@ async fn files_in_each_others_way_are_conflicts() {
         "nothing changed"
     );
 }
+
+/// Among nodes: a session another node took, taken back while this node's
+/// first working copy is still held (a client of it still attached). The
+/// old copy's end (it unmounts and removes its directory) must not take the
+/// new copy's mount with it: each working copy has a directory of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_back_keeps_its_files_when_the_old_copy_ends() {
+    use std::os::unix::fs::MetadataExt;
+    let redis = common::RedisServer::start();
+    let (a, a_dir) = common::clustered_state(UIDS, 2, &redis, "takeback:").await;
+    let (b, _) = common::clustered_state(UIDS, 2, &redis, "takeback:").await;
+    let file =
+        evald_state::StoredFile { path: "main.py".into(), content: b"print('kept')\n".to_vec(), executable: false };
+    let first = a.sessions().create("python", vec![file]).await.expect("created on a");
+    let id = first.id.clone();
+    assert_eq!(b.sessions().read_file(&id, "main.py".into()).await.expect("b takes it"), b"print('kept')\n");
+    assert_eq!(a.sessions().read_file(&id, "main.py".into()).await.expect("a takes it back"), b"print('kept')\n");
+    drop(first);
+    // What a serves now is the directory of its copy: a file written through
+    // the session is there (had the old copy's end detached the new mount,
+    // the path would show another tmpfs, or nothing).
+    a.sessions().write_file(&id, "more.txt".into(), b"x".to_vec()).await.expect("writable");
+    let workspaces = a_dir.join("workspaces");
+    let copies: Vec<std::path::PathBuf> = std::fs::read_dir(&workspaces)
+        .expect("a's workspaces")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("s-{id}"))))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let parent_dev = std::fs::metadata(&workspaces).expect("stat").dev();
+    assert_ne!(std::fs::metadata(&copies[0]).expect("stat").dev(), parent_dev, "{:?} is a mount", copies[0]);
+    assert_eq!(std::fs::read(copies[0].join("more.txt")).expect("the new file, through the path"), b"x");
+    assert_eq!(std::fs::read(copies[0].join("main.py")).expect("through the path"), b"print('kept')\n");
+}

@@ -149,3 +149,80 @@ pub async fn post_raw(app: &Router, path: &str, content_type: &str, body: Vec<u8
 pub fn execute(language: &str, version: &str, source: &str) -> Value {
     serde_json::json!({"language": language, "version": version, "files": [{"content": source}]})
 }
+
+/// A `redis-server` of a test on a free loopback port (its directory
+/// kept while it runs), killed (by its pid) on drop.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        // Bounded: wait until it answers PING.
+        for _ in 0..400 {
+            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"PING\r\n").ok()?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf).ok()?;
+                Some(&buf == b"+PONG\r\n")
+            });
+            if pong == Some(true) {
+                return RedisServer { child, port, _dir: dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not answer");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node of a cluster sharing `redis` (namespace `ns`), with a real
+/// sandbox; its background work (session ownership, the run queue) runs.
+/// Also returns the sandbox's state directory.
+pub async fn clustered_state(uids: Range, slots: u32, redis: &RedisServer, ns: &str) -> (AppState, std::path::PathBuf) {
+    log();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut config = config(n);
+    config.redis = Some(evald_server::RedisSettings {
+        url: format!("redis://127.0.0.1:{}/", redis.port),
+        namespace: ns.into(),
+        run_queue_depth: 100,
+        run_queue_reclaim: None,
+    });
+    let state_dir = std::env::temp_dir().join(format!("evald-{}", config.node));
+    let sandbox = Sandbox::new(SandboxConfig {
+        instance: config.node.clone(),
+        state_dir: state_dir.clone(),
+        uid_base: uids.block(n, UIDS_PER_STATE),
+        slots,
+        ..SandboxConfig::default()
+    })
+    .expect("the sandbox starts (tests run as root)");
+    let lifecycle = Lifecycle::new();
+    let engine = Arc::new(Engine::new(sandbox, languages(), config.engine.clone(), &lifecycle));
+    let node = evald_server::compose::compose(&config, engine, lifecycle).await.expect("the node composes with Redis");
+    for (_, task) in node.background {
+        tokio::spawn(task);
+    }
+    (node.state, state_dir)
+}
