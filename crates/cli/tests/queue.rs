@@ -80,12 +80,7 @@ fn program(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_accepted_by_a_killed_node_are_finished_by_another() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = RedisServer::start(dir.path()).await;
-    let mut a = Node::start("a", "127.0.0.31", uids::CLI_QUEUE.block(0, 100), &redis, dir.path());
-    let b = Node::start("b", "127.0.0.32", uids::CLI_QUEUE.block(1, 100), &redis, dir.path());
-    for n in [&a, &b] {
-        until("the node to be ready", || n.ready()).await;
-    }
+    let (redis, mut a, b) = two_nodes(dir.path(), 0).await;
 
     // Six runs accepted by A (B also takes from the queue meanwhile).
     let mut ids = Vec::new();
@@ -152,6 +147,19 @@ async fn assert_queue_emptied_through_b(redis: &RedisServer, held_by_a: usize, d
     assert!(log.contains("reclaimed a queued run"), "node B reclaimed nothing:\n{log}");
 }
 
+/// A Redis and two ready nodes, A and B: pair `pair` of this file's
+/// addresses and user-id blocks (the tests run at once).
+async fn two_nodes(dir: &Path, pair: u32) -> (RedisServer, Node, Node) {
+    let redis = RedisServer::start(dir).await;
+    let ip = |i: u32| format!("127.0.0.{}", 31 + 2 * pair + i);
+    let a = Node::start("a", &ip(0), uids::CLI_QUEUE.block(2 * pair, 100), &redis, dir);
+    let b = Node::start("b", &ip(1), uids::CLI_QUEUE.block(2 * pair + 1, 100), &redis, dir);
+    for n in [&a, &b] {
+        until("the node to be ready", || n.ready()).await;
+    }
+    (redis, a, b)
+}
+
 fn judge0_program(n: usize) -> String {
     json!({"language_id": 71, "source_code": format!("import time\ntime.sleep(1.5)\nprint({n})\n")}).to_string()
 }
@@ -159,12 +167,7 @@ fn judge0_program(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn judge0_submissions_taken_by_a_killed_node_are_finished_by_another() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let redis = RedisServer::start(dir.path()).await;
-    let mut a = Node::start("a", "127.0.0.33", uids::CLI_QUEUE.block(2, 100), &redis, dir.path());
-    let b = Node::start("b", "127.0.0.34", uids::CLI_QUEUE.block(3, 100), &redis, dir.path());
-    for n in [&a, &b] {
-        until("the node to be ready", || n.ready()).await;
-    }
+    let (redis, mut a, b) = two_nodes(dir.path(), 1).await;
 
     // Submissions made on A; they wait in the cluster's queue, not in A.
     let mut tokens = Vec::new();

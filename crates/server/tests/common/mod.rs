@@ -71,13 +71,25 @@ fn log() {
 /// (each state of a binary takes the next block of it), its background
 /// work spawned. `tune` changes the configuration first.
 pub fn state(uids: Range, slots: u32, tune: impl FnOnce(&mut ServerConfig)) -> AppState {
+    let (config, engine, lifecycle, _) = sandboxed(uids, slots, tune);
+    start(&config, engine, lifecycle)
+}
+
+/// The next node's configuration (`tune`d) and an engine on a real sandbox
+/// of `slots` boxes; also the sandbox's state directory.
+fn sandboxed(
+    uids: Range,
+    slots: u32,
+    tune: impl FnOnce(&mut ServerConfig),
+) -> (ServerConfig, Arc<Engine>, Lifecycle, std::path::PathBuf) {
     log();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let mut config = config(n);
     tune(&mut config);
+    let state_dir = std::env::temp_dir().join(format!("evald-{}", config.node));
     let sandbox = Sandbox::new(SandboxConfig {
         instance: config.node.clone(),
-        state_dir: std::env::temp_dir().join(format!("evald-{}", config.node)),
+        state_dir: state_dir.clone(),
         uid_base: uids.block(n, UIDS_PER_STATE),
         slots,
         ..SandboxConfig::default()
@@ -85,7 +97,7 @@ pub fn state(uids: Range, slots: u32, tune: impl FnOnce(&mut ServerConfig)) -> A
     .expect("the sandbox starts (tests run as root)");
     let lifecycle = Lifecycle::new();
     let engine = Arc::new(Engine::new(sandbox, languages(), config.engine.clone(), &lifecycle));
-    start(&config, engine, lifecycle)
+    (config, engine, lifecycle, state_dir)
 }
 
 /// A node that runs no code (its engine has no sandbox): for routing,
@@ -200,26 +212,15 @@ impl Drop for RedisServer {
 /// sandbox; its background work (session ownership, the run queue) runs.
 /// Also returns the sandbox's state directory.
 pub async fn clustered_state(uids: Range, slots: u32, redis: &RedisServer, ns: &str) -> (AppState, std::path::PathBuf) {
-    log();
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let mut config = config(n);
-    config.redis = Some(evald_server::RedisSettings {
-        url: format!("redis://127.0.0.1:{}/", redis.port),
-        namespace: ns.into(),
-        run_queue_depth: 100,
-        run_queue_reclaim: None,
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let (config, engine, lifecycle, state_dir) = sandboxed(uids, slots, |c| {
+        c.redis = Some(evald_server::RedisSettings {
+            url,
+            namespace: ns.into(),
+            run_queue_depth: 100,
+            run_queue_reclaim: None,
+        })
     });
-    let state_dir = std::env::temp_dir().join(format!("evald-{}", config.node));
-    let sandbox = Sandbox::new(SandboxConfig {
-        instance: config.node.clone(),
-        state_dir: state_dir.clone(),
-        uid_base: uids.block(n, UIDS_PER_STATE),
-        slots,
-        ..SandboxConfig::default()
-    })
-    .expect("the sandbox starts (tests run as root)");
-    let lifecycle = Lifecycle::new();
-    let engine = Arc::new(Engine::new(sandbox, languages(), config.engine.clone(), &lifecycle));
     let node = evald_server::compose::compose(&config, engine, lifecycle).await.expect("the node composes with Redis");
     for (_, task) in node.background {
         tokio::spawn(task);
